@@ -1,0 +1,58 @@
+// The engine as its callers (vhba serve, the control API, the CSI node plugin)
+// see it: controllers (one vhost-user socket each) carrying targets and LUNs.
+// Implemented by hba/engine.ts.
+import type { LogicalUnitParams } from './scsi/types.ts';
+
+/** virtio-scsi addressing limits (virtio 1.2 §5.6.6.1). */
+export const MAX_TARGETS = 256;
+export const MAX_LUNS_PER_TARGET = 16384;
+
+export interface ControllerOptions {
+  /** Stable id, e.g. "default/vm1/hba0". */
+  id: string;
+  /** Unix socket QEMU connects to, e.g. <socket-dir>/<vm>/hba0.sock. */
+  socketPath: string;
+  /** Request queues offered to the guest (virtio-scsi num_queues). Default 1. */
+  numRequestQueues?: number;
+  /** Max queue size (power of two). Default 1024. */
+  maxQueueSize?: number;
+}
+
+export type Backing =
+  | { kind: 'file'; path: string; sizeBytes: number }
+  | { kind: 'memory'; sizeBytes: number };
+
+export interface LunSpec {
+  target: number;
+  lun: number;
+  backing: Backing;
+  params: LogicalUnitParams;
+}
+
+export interface LunInfo extends LunSpec {
+  reads: number;
+  writes: number;
+  bytesRead: number;
+  bytesWritten: number;
+}
+
+export interface ControllerInfo {
+  id: string;
+  socketPath: string;
+  numRequestQueues: number;
+  /** Whether a front-end (QEMU) is connected and the device is running. */
+  connected: boolean;
+  luns: LunInfo[];
+}
+
+export interface Engine {
+  /** Idempotent: same id and options → no-op; same id, other options → error. */
+  createController(opts: ControllerOptions): Promise<void>;
+  deleteController(id: string): Promise<void>;
+  /** Opens the backing (a file is created, or grown, to sizeBytes) and adds the LU. */
+  attachLun(controllerId: string, spec: LunSpec): Promise<void>;
+  detachLun(controllerId: string, target: number, lun: number): Promise<void>;
+  resizeLun(controllerId: string, target: number, lun: number, sizeBytes: number): Promise<void>;
+  list(): ControllerInfo[];
+  close(): Promise<void>;
+}

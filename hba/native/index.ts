@@ -1,0 +1,151 @@
+// Typed view of the native addon (hba/native/src). This file is the contract
+// between the C++ side and the TypeScript engine: every function below is
+// implemented in C++ and documented here. Nothing else in the project loads
+// the .node file directly.
+//
+// Division of labour:
+//  - C++ owns everything that touches raw fds and guest memory: unix-socket
+//    I/O with SCM_RIGHTS, mmap of guest memory regions, eventfds, the split
+//    virtqueues (descriptor-chain walk, used ring, notifications), and (later)
+//    the READ/WRITE fast path.
+//  - TypeScript owns the vhost-user message codec and session state machine,
+//    virtio-scsi framing and the SCSI target.
+import { createRequire } from 'node:module';
+
+/** One message received on a vhost-user socket: the 12-byte header, the body
+ * (exactly `size` bytes as the header announced) and the fds that came with
+ * it via SCM_RIGHTS. The receiver owns the fds and must close or hand them on. */
+export interface RawMessage {
+  header: Buffer;
+  body: Buffer;
+  fds: number[];
+}
+
+/** A connected SOCK_STREAM unix socket, driven by libuv on the main loop. */
+export interface UnixConnection {
+  /** Starts reading. `onMessage` is called once per complete message.
+   * The native reader enforces only framing limits (body size <= maxBody,
+   * at most 8 fds per message); every semantic check is TypeScript's.
+   * `onClose` is called exactly once: on EOF, on a read error, on a framing
+   * violation (with a reason), or after close(). */
+  start(onMessage: (msg: RawMessage) => void, onClose: (reason: string | null) => void): void;
+  /** sendmsg with optional fds (SCM_RIGHTS). Blocking-safe for small messages
+   * (vhost-user replies are < 4 KiB). Throws on error. */
+  send(data: Buffer, fds?: number[]): void;
+  /** Peer credentials (SO_PEERCRED). */
+  peerCredentials(): { pid: number; uid: number; gid: number };
+  /** Closes the socket; idempotent. */
+  close(): void;
+}
+
+export interface UnixListener {
+  /** Closes the listening socket and unlinks its path; idempotent. */
+  close(): void;
+}
+
+/** A guest memory region as SET_MEM_TABLE describes it (vhost-user.rst,
+ * "Memory regions description"). All numbers are 64-bit. */
+export interface MemoryRegionDesc {
+  guestPhysAddr: bigint;
+  size: bigint;
+  userAddr: bigint;
+  mmapOffset: bigint;
+  /** fd to mmap; ownership passes to the device (closed after mmap or on error). */
+  fd: number;
+}
+
+export interface VringAddr {
+  flags: number;
+  /** Front-end (QEMU) virtual addresses, translated through userAddr of the regions. */
+  descUserAddr: bigint;
+  usedUserAddr: bigint;
+  availUserAddr: bigint;
+  logGuestAddr: bigint;
+}
+
+/** A descriptor chain popped from a virtqueue and handed to TypeScript.
+ * `readable` is a copy of all device-readable bytes (driver → device), made
+ * once; `writableLength` is the total capacity of the device-writable part. */
+export interface PoppedChain {
+  queue: number;
+  head: number;
+  readable: Buffer;
+  writableLength: number;
+}
+
+export interface DeviceOptions {
+  /** Number of virtqueues the device exposes (virtio-scsi: 2 + request queues). */
+  numQueues: number;
+  /** Maximum queue size accepted in SET_VRING_NUM (power of two, <= 32768). */
+  maxQueueSize: number;
+  /** Maximum total bytes of one chain (readable + writable); larger chains are
+   * a protocol violation. */
+  maxChainBytes: number;
+  /** Maximum number of memory regions. */
+  maxRegions: number;
+  /** Called on the main loop with a batch of popped chains. */
+  onChains: (chains: PoppedChain[]) => void;
+  /** Called on the main loop when the guest violated the virtio protocol on a
+   * queue (descriptor loop, address outside memory, ...). The queue is stopped;
+   * the owner closes the connection. */
+  onError: (queue: number, reason: string) => void;
+}
+
+/** The device side of one vhost-user connection: guest memory table plus
+ * virtqueues. Methods throw an Error with a clear message on invalid input;
+ * the caller treats that as a protocol violation. */
+export interface VirtioDevice {
+  setFeatures(features: bigint): void;
+  setMemTable(regions: MemoryRegionDesc[]): void;
+  setVringNum(queue: number, num: number): void;
+  setVringAddr(queue: number, addr: VringAddr): void;
+  setVringBase(queue: number, base: number): void;
+  /** Stops the queue (waits for its worker) and returns the next avail index. */
+  getVringBase(queue: number): number;
+  /** -1 means "no fd" (vhost-user NOFD flag, polling mode is not supported). */
+  setVringKick(queue: number, fd: number): void;
+  setVringCall(queue: number, fd: number): void;
+  setVringErr(queue: number, fd: number): void;
+  setVringEnable(queue: number, enable: boolean): void;
+  /** Writes `data` into the writable descriptors of an in-flight chain (in
+   * order; more than writableLength is a programming error and throws), puts
+   * the head on the used ring with len = data.length and notifies the driver
+   * as EVENT_IDX / NO_INTERRUPT say. Throws if the chain is not in flight. */
+  complete(queue: number, head: number, data: Buffer): void;
+  /** Stops all queues, unmaps memory, closes fds. The device may be set up
+   * again afterwards (RESET_OWNER / RESET_DEVICE). */
+  reset(): void;
+  /** Per-queue state for diagnostics and tests. */
+  queueState(queue: number): { started: boolean; size: number; lastAvail: number; usedIdx: number; inFlight: number };
+}
+
+export interface NativeBinding {
+  abiVersion: number;
+  listenUnix(path: string, mode: number, onConnection: (conn: UnixConnection) => void): UnixListener;
+  connectUnix(path: string): UnixConnection;
+  /** A connected socketpair, for tests. */
+  socketPair(): [UnixConnection, UnixConnection];
+  createDevice(options: DeviceOptions): VirtioDevice;
+  /** Anonymous shared memory (memfd_create + ftruncate + mmap MAP_SHARED),
+   * for test drivers and the benchmark frontend. The ArrayBuffer stays valid
+   * while the returned object is referenced. */
+  memfd(name: string, size: number): { fd: number; memory: ArrayBuffer };
+  eventfd(): number;
+  /** Writes 1 to an eventfd. */
+  eventfdSignal(fd: number): void;
+  /** Waits up to timeoutMs for an eventfd to become readable and consumes it;
+   * resolves true if it fired. For test drivers. */
+  eventfdWait(fd: number, timeoutMs: number): Promise<boolean>;
+  closeFd(fd: number): void;
+  /** fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE): deallocates a
+   * byte range of a file so it reads back as zeros. */
+  punchHole(fd: number, offset: number, length: number): Promise<void>;
+  /** fallocate(FALLOC_FL_ZERO_RANGE), falling back to writing zeros where the
+   * filesystem lacks it. */
+  zeroRange(fd: number, offset: number, length: number): Promise<void>;
+}
+
+const require = createRequire(import.meta.url);
+
+/** The loaded addon. Built by `npm ci` (node-gyp) into hba/native/build. */
+export const native: NativeBinding = require('./build/Release/vhba_native.node') as NativeBinding;
