@@ -1,6 +1,7 @@
 // The engine as its callers (vhba serve, the control API, the CSI node plugin)
 // see it: controllers (one vhost-user socket each) carrying targets and LUNs.
-// Implemented by hba/engine.ts.
+// Implemented by hba/engine.ts. Failures are EngineError (hba/engine-errors.ts)
+// with a code (NOT_FOUND, ALREADY_EXISTS, ...) and a message that says what to fix.
 import type { LogicalUnitParams } from './scsi/types.ts';
 
 /** virtio-scsi addressing limits (virtio 1.2 §5.6.6.1). */
@@ -53,6 +54,8 @@ export interface Engine {
   attachLun(controllerId: string, spec: LunSpec): Promise<void>;
   detachLun(controllerId: string, target: number, lun: number): Promise<void>;
   resizeLun(controllerId: string, target: number, lun: number, sizeBytes: number): Promise<void>;
+  /** Waits for the LUN's in-flight writes and flushes its backing (crash-consistent snapshot point). */
+  flushLun(controllerId: string, target: number, lun: number): Promise<void>;
   list(): ControllerInfo[];
   close(): Promise<void>;
 }

@@ -1,0 +1,206 @@
+// The engine's control API (protos/vhba/hba/v1/hba.proto) served over a local
+// unix socket with grpc-js. A thin translation layer: requests are validated
+// here (INVALID_ARGUMENT with a message naming the field), the Engine does the
+// work, and engine errors that carry a gRPC code keep it.
+import * as grpc from '@grpc/grpc-js';
+import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { dirname, isAbsolute } from 'node:path';
+import type { Logger } from 'pino';
+import { addService, GrpcError } from '../../protos/grpc.ts';
+import {
+  EngineService,
+  type Address,
+  type LunParameters,
+} from '../../protos/gen/vhba/hba/v1/hba_pb.ts';
+import { MAX_LUNS_PER_TARGET, MAX_TARGETS, type Engine, type LunSpec } from '../engine-api.ts';
+import { EngineError } from '../engine-errors.ts';
+
+const VERSION = '0.1.0';
+
+function invalid(message: string): never {
+  throw new GrpcError(grpc.status.INVALID_ARGUMENT, message);
+}
+
+function checkAddress(a: Address | undefined): { target: number; lun: number } {
+  if (!a) invalid('address is required');
+  if (a.target >= MAX_TARGETS) invalid(`address.target ${a.target} is out of range: allowed 0–${MAX_TARGETS - 1}`);
+  if (a.lun >= MAX_LUNS_PER_TARGET) invalid(`address.lun ${a.lun} is out of range: allowed 0–${MAX_LUNS_PER_TARGET - 1}`);
+  return { target: a.target, lun: a.lun };
+}
+
+function checkSize(bytes: bigint, field: string): number {
+  if (bytes === 0n) invalid(`${field} must be greater than 0`);
+  if (bytes > BigInt(Number.MAX_SAFE_INTEGER)) invalid(`${field} ${bytes} is too large: at most ${Number.MAX_SAFE_INTEGER}`);
+  return Number(bytes);
+}
+
+/** Translates and validates AttachLun into the engine's LunSpec. */
+export function lunSpecFromRequest(
+  address: Address | undefined,
+  backing: { case: 'file'; value: { path: string } } | { case: 'memory'; value: unknown } | { case: undefined; value?: undefined },
+  p: LunParameters | undefined,
+): LunSpec {
+  const { target, lun } = checkAddress(address);
+  if (!p) invalid('parameters are required');
+  const sizeBytes = checkSize(p.sizeBytes, 'parameters.size_bytes');
+  const logical = p.logicalBlockSize || 512;
+  if (logical !== 512 && logical !== 4096) invalid(`parameters.logical_block_size ${logical} is not supported: allowed 512 or 4096`);
+  const physical = p.physicalBlockSize || Math.max(logical, 4096);
+  if (physical < logical || physical % logical !== 0 || physical > 65536 || (physical & (physical - 1)) !== 0) {
+    invalid(`parameters.physical_block_size ${physical} must be a power of two multiple of logical_block_size ${logical}, at most 65536`);
+  }
+  if (sizeBytes % logical !== 0) invalid(`parameters.size_bytes ${sizeBytes} must be a multiple of logical_block_size ${logical}`);
+  if (p.serial.length > 20 || !/^[\x20-\x7e]*$/.test(p.serial)) invalid('parameters.serial must be at most 20 printable ASCII characters');
+  if (!/^([235][0-9a-fA-F]{15}|6[0-9a-fA-F]{31})$/.test(p.wwn)) {
+    invalid('parameters.wwn must be an NAA designator in hex without 0x: 16 digits starting with 2, 3 or 5, or 32 digits starting with 6');
+  }
+  if (p.product.length > 16 || !/^[\x20-\x7e]*$/.test(p.product)) invalid('parameters.product must be at most 16 printable ASCII characters');
+  let spec: LunSpec['backing'];
+  if (backing.case === 'file') {
+    if (!isAbsolute(backing.value.path)) invalid(`file.path ${JSON.stringify(backing.value.path)} must be absolute`);
+    spec = { kind: 'file', path: backing.value.path, sizeBytes };
+  } else if (backing.case === 'memory') {
+    spec = { kind: 'memory', sizeBytes };
+  } else {
+    invalid('a backing (file or memory) is required');
+  }
+  return {
+    target,
+    lun,
+    backing: spec,
+    params: {
+      logicalBlockSize: logical,
+      physicalBlockSize: physical,
+      serial: p.serial,
+      wwn: p.wwn.toLowerCase(),
+      readOnly: p.readOnly,
+      ...(p.product ? { product: p.product } : {}),
+    },
+  };
+}
+
+function engineErrorToGrpc(err: unknown): never {
+  if (err instanceof GrpcError) throw err;
+  if (err instanceof EngineError) throw new GrpcError(err.grpcCode, err.message);
+  throw err;
+}
+
+export interface ControlServer {
+  readonly address: string;
+  close(): Promise<void>;
+}
+
+/** Serves the EngineService for `engine` on a unix socket (mode 0600 inside a
+ * directory created 0700 when missing). */
+export async function startControlServer(engine: Engine, socketPath: string, log?: Logger): Promise<ControlServer> {
+  mkdirSync(dirname(socketPath), { recursive: true, mode: 0o700 });
+  rmSync(socketPath, { force: true });
+  const server = new grpc.Server();
+  addService(
+    server,
+    EngineService,
+    {
+      async createController(req) {
+        if (!req.id) invalid('id is required');
+        if (!isAbsolute(req.socketPath)) invalid(`socket_path ${JSON.stringify(req.socketPath)} must be absolute`);
+        if (req.numRequestQueues > 16) invalid(`num_request_queues ${req.numRequestQueues} is too large: at most 16`);
+        if (req.maxQueueSize !== 0 && (req.maxQueueSize & (req.maxQueueSize - 1)) !== 0) invalid('max_queue_size must be a power of two');
+        await engine
+          .createController({
+            id: req.id,
+            socketPath: req.socketPath,
+            numRequestQueues: req.numRequestQueues || 1,
+            ...(req.maxQueueSize ? { maxQueueSize: req.maxQueueSize } : {}),
+          })
+          .catch(engineErrorToGrpc);
+        return {};
+      },
+      async deleteController(req) {
+        if (!req.id) invalid('id is required');
+        await engine.deleteController(req.id).catch(engineErrorToGrpc);
+        return {};
+      },
+      async attachLun(req) {
+        if (!req.controllerId) invalid('controller_id is required');
+        const spec = lunSpecFromRequest(req.address, req.backing, req.parameters);
+        await engine.attachLun(req.controllerId, spec).catch(engineErrorToGrpc);
+        return {};
+      },
+      async detachLun(req) {
+        const a = checkAddress(req.address);
+        await engine.detachLun(req.controllerId, a.target, a.lun).catch(engineErrorToGrpc);
+        return {};
+      },
+      async resizeLun(req) {
+        const a = checkAddress(req.address);
+        const size = checkSize(req.sizeBytes, 'size_bytes');
+        await engine.resizeLun(req.controllerId, a.target, a.lun, size).catch(engineErrorToGrpc);
+        return {};
+      },
+      async flushLun(req) {
+        const a = checkAddress(req.address);
+        await engine.flushLun(req.controllerId, a.target, a.lun).catch(engineErrorToGrpc);
+        return {};
+      },
+      async listControllers(req) {
+        const all = engine.list().filter((c) => !req.id || c.id === req.id);
+        return {
+          controllers: all.map((c) => ({
+            id: c.id,
+            socketPath: c.socketPath,
+            numRequestQueues: c.numRequestQueues,
+            connected: c.connected,
+            luns: c.luns.map((l) => ({
+              address: { target: l.target, lun: l.lun },
+              backingPath: l.backing.kind === 'file' ? l.backing.path : '',
+              parameters: {
+                sizeBytes: BigInt(l.backing.sizeBytes),
+                logicalBlockSize: l.params.logicalBlockSize,
+                physicalBlockSize: l.params.physicalBlockSize,
+                serial: l.params.serial,
+                wwn: l.params.wwn,
+                readOnly: l.params.readOnly,
+                product: l.params.product ?? '',
+              },
+              reads: BigInt(l.reads),
+              writes: BigInt(l.writes),
+              bytesRead: BigInt(l.bytesRead),
+              bytesWritten: BigInt(l.bytesWritten),
+            })),
+          })),
+        };
+      },
+      async getInfo() {
+        const list = engine.list();
+        return { version: VERSION, ready: true, controllers: list.length, luns: list.reduce((n, c) => n + c.luns.length, 0) };
+      },
+    },
+    async (method, run, request) => {
+      const start = performance.now();
+      try {
+        const res = await run();
+        log?.info({ method, ms: +(performance.now() - start).toFixed(2) }, 'control call');
+        return res;
+      } catch (err) {
+        const code = err instanceof GrpcError ? grpc.status[err.code] : 'INTERNAL';
+        log?.warn({ method, code, err: (err as Error).message, request }, 'control call failed');
+        throw err;
+      }
+    },
+  );
+  const address = `unix://${socketPath}`;
+  await new Promise<void>((resolve, reject) =>
+    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
+  );
+  chmodSync(socketPath, 0o600);
+  return {
+    address,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.tryShutdown(() => {
+          rmSync(socketPath, { force: true });
+          resolve();
+        });
+      }),
+  };
+}
