@@ -43,7 +43,7 @@ function unaryMethods(service: DescService): DescMethod[] {
 
 /** The grpc-js definition of a service: paths and (de)serializers. */
 export function serviceDefinition(service: DescService): grpc.ServiceDefinition {
-  const def: grpc.ServiceDefinition = {};
+  const def: Record<string, grpc.MethodDefinition<MessageShape<DescMessage>, MessageShape<DescMessage>>> = {};
   for (const m of unaryMethods(service)) {
     def[m.localName] = {
       path: `/${service.typeName}/${m.name}`,

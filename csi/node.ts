@@ -1,0 +1,301 @@
+// The CSI Node service (CSI spec v1.12 §"Node Service RPC"), a client of the
+// engine's control API:
+//  - NodeStageVolume checks the volume's image (under --data-dir) and takes
+//    its lease: <image>.lease, created exclusively, naming this node.
+//  - NodePublishVolume attaches the image as a LUN of the VM's virtio-scsi
+//    controller in the engine (placement.ts) and publishes the VM's socket
+//    directory at target_path. Unprivileged, a bind mount is not possible, so
+//    target_path becomes a symlink: to the VM's socket directory for a mount
+//    volume, to the controller's vhost-user socket for a block volume.
+//    (kubelet's bind mount of target_path follows it.)
+//  - NodeUnpublishVolume removes that symlink and, with the last target,
+//    detaches the LUN (the guest sees it removed).
+//  - NodeExpandVolume resizes the LUN: the guest gets CAPACITY DATA HAS CHANGED.
+import { mkdir, open, readlink, realpath, rmdir, stat, symlink, unlink } from 'node:fs/promises';
+import { isAbsolute, normalize } from 'node:path';
+import type { ServiceImpl } from '../protos/grpc.ts';
+import { NodeServiceCapability_RPC_Type as Rpc, type Node } from '../protos/gen/csi/v1/csi_pb.ts';
+import { deriveSerial, deriveWwn } from '../operator/identity.ts';
+import { alreadyExists, failedPrecondition, invalidArgument, notFound } from './errors.ts';
+import { checkPath } from './paths.ts';
+import { findLunsByBacking, type EngineClient } from './engine-client.ts';
+import { lowestFreeTarget, resolvePlacement } from './placement.ts';
+import type { RecordStore } from './store.ts';
+import { PUBLISH_READONLY_KEY } from './controller.ts';
+import { ContextKey, TOPOLOGY_NODE_KEY, capabilityProblem, isReadOnlyMode, sizeForRange } from './volumes.ts';
+
+/** What the node knows about a volume it staged or published. */
+export interface NodeVolumeRecord {
+  id: string;
+  /** The image, checked to be under the data directory. */
+  backingPath: string;
+  logicalBlockSize: number;
+  physicalBlockSize: number;
+  stagingPath?: string;
+  /** target_path → how it was published. */
+  targets: Record<string, { readonly: boolean; kind: 'block' | 'mount'; link: string }>;
+  attachment?: { controllerId: string; socketPath: string; vmDir: string; target: number; lun: number; readonly: boolean };
+}
+
+/** What the node service needs. */
+export interface NodeDeps {
+  nodeId: string;
+  maxVolumesPerNode: number;
+  /** Staging and target paths must lie below it. */
+  publishRoot: string;
+  /** Images must lie below it. */
+  dataDir: string;
+  /** Where VM controller sockets live. */
+  socketDir: string;
+  engine: EngineClient;
+  records: RecordStore<NodeVolumeRecord>;
+}
+
+type NodeMethods = (typeof Node)['method'];
+
+/** Runs `fn` after every earlier call has finished (address planning must
+ * not interleave between volumes). */
+function serializer() {
+  let tail: Promise<unknown> = Promise.resolve();
+  return <T>(fn: () => Promise<T>): Promise<T> => {
+    const run = tail.then(fn, fn);
+    tail = run.catch(() => undefined);
+    return run;
+  };
+}
+
+/** Checks a backing path from the volume context: absolute, normalized, an
+ * existing regular file whose real path is under the real data directory. */
+async function checkBacking(path: string | undefined, dataDir: string, volumeId: string): Promise<string> {
+  if (!path) throw notFound(`volume ${volumeId} is unknown to this node: volume_context lacks ${ContextKey.backingFile}; pass the context CreateVolume returned`);
+  if (!isAbsolute(path) || normalize(path) !== path || path.split('/').includes('..')) {
+    throw invalidArgument(`volume_context ${ContextKey.backingFile} ${JSON.stringify(path)} must be a normalized absolute path`);
+  }
+  const realData = await realpath(dataDir);
+  let real: string;
+  try {
+    real = await realpath(path);
+  } catch {
+    throw notFound(`volume ${volumeId}: image ${path} does not exist on node`);
+  }
+  if (!real.startsWith(`${realData}/`)) throw invalidArgument(`volume_context ${ContextKey.backingFile} ${JSON.stringify(path)} is outside the data directory ${realData}`);
+  if (!(await stat(real)).isFile()) throw invalidArgument(`volume_context ${ContextKey.backingFile} ${JSON.stringify(path)} is not a regular file`);
+  return real;
+}
+
+function blockSizeOf(context: Record<string, string>, key: string, fallback: number): number {
+  const v = context[key];
+  if (v === undefined) return fallback;
+  if (!/^[0-9]{3,5}$/.test(v)) throw invalidArgument(`volume_context ${key} ${JSON.stringify(v)} must be a block size in bytes`);
+  return Number(v);
+}
+
+/** Takes the image's lease for this node (exclusive create); a lease held by
+ * another node is FAILED_PRECONDITION. */
+async function takeLease(image: string, nodeId: string, volumeId: string): Promise<void> {
+  const lease = `${image}.lease`;
+  try {
+    const fh = await open(lease, 'wx', 0o600);
+    try { await fh.writeFile(`${nodeId}\n`); await fh.sync(); } finally { await fh.close(); }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    const holder = (await open(lease, 'r').then(async (fh) => { try { return (await fh.readFile('utf8')).trim(); } finally { await fh.close(); } }));
+    if (holder !== nodeId) throw failedPrecondition(`volume ${volumeId} is staged on node ${holder}; unstage it there first`);
+  }
+}
+
+/** The Node service over `deps`. */
+export function createNode(deps: NodeDeps): ServiceImpl<NodeMethods> {
+  const serial = serializer();
+
+  async function detach(r: NodeVolumeRecord): Promise<void> {
+    if (!r.attachment) return;
+    const a = r.attachment;
+    await deps.engine.detachLun({ controllerId: a.controllerId, address: { target: a.target, lun: a.lun } });
+    delete r.attachment;
+  }
+
+  async function attach(r: NodeVolumeRecord, context: Record<string, string>, readonly: boolean): Promise<NonNullable<NodeVolumeRecord['attachment']>> {
+    if (r.attachment) {
+      if (r.attachment.readonly !== readonly) throw alreadyExists(`volume ${r.id} is attached with readonly=${r.attachment.readonly}; unpublish every target first`);
+      return r.attachment;
+    }
+    const place = resolvePlacement(context, deps.socketDir);
+    return serial(async () => {
+      await mkdir(place.vmDir, { recursive: true, mode: 0o750 });
+      await deps.engine.createController({ id: place.controllerId, socketPath: place.socketPath });
+      const { size } = await stat(r.backingPath);
+      // After a crash between AttachLun and saving the record, find the LUN again.
+      const found = (await findLunsByBacking(deps.engine, r.backingPath)).find((x) => x.controller.id === place.controllerId);
+      const target = found?.lun.address?.target ?? place.target ?? lowestFreeTarget(await deps.engine.listControllers({}), place.controllerId);
+      const lun = found?.lun.address?.lun ?? place.lun;
+      await deps.engine.attachLun({
+        controllerId: place.controllerId,
+        address: { target, lun },
+        backing: { case: 'file', value: { path: r.backingPath } },
+        parameters: {
+          sizeBytes: BigInt(size), logicalBlockSize: r.logicalBlockSize, physicalBlockSize: r.physicalBlockSize,
+          serial: deriveSerial(r.id), wwn: deriveWwn(r.id), readOnly: readonly, product: 'vhba csi disk',
+        },
+      });
+      r.attachment = { controllerId: place.controllerId, socketPath: place.socketPath, vmDir: place.vmDir, target, lun, readonly };
+      await deps.records.put(r);
+      return r.attachment;
+    });
+  }
+
+  async function knownPath(r: NodeVolumeRecord | undefined, path: string, volumeId: string): Promise<NodeVolumeRecord> {
+    if (!r) throw notFound(`volume ${volumeId} is not staged or published on node ${deps.nodeId}`);
+    const p = normalize(path);
+    if (!r.targets[p] && r.stagingPath !== p) throw notFound(`volume ${volumeId} is not published at ${path}`);
+    return r;
+  }
+
+  return {
+    async nodeStageVolume(req) {
+      if (!req.volumeId) throw invalidArgument('volume_id is required');
+      if (!req.stagingTargetPath) throw invalidArgument('staging_target_path is required');
+      if (!req.volumeCapability) throw invalidArgument('volume_capability is required');
+      const problem = capabilityProblem(req.volumeCapability);
+      if (problem) throw invalidArgument(`volume_capability: ${problem}`);
+      const staging = await checkPath(req.stagingTargetPath, 'staging_target_path', deps.publishRoot);
+      if (staging.kind !== 'directory' && staging.kind !== 'absent') throw invalidArgument(`staging_target_path ${staging.path} exists and is not a directory`);
+      const existing = await deps.records.get(req.volumeId);
+      if (existing?.stagingPath) {
+        if (existing.stagingPath !== staging.path) throw alreadyExists(`volume ${req.volumeId} is already staged at ${existing.stagingPath}`);
+        return {};
+      }
+      const backingPath = existing?.backingPath ?? (await checkBacking(req.volumeContext[ContextKey.backingFile], deps.dataDir, req.volumeId));
+      if (staging.kind === 'absent') await mkdir(staging.path, { mode: 0o750 });
+      await takeLease(backingPath, deps.nodeId, req.volumeId);
+      const r: NodeVolumeRecord = existing ?? {
+        id: req.volumeId, backingPath, targets: {},
+        logicalBlockSize: blockSizeOf(req.volumeContext, ContextKey.logicalBlockSize, 512),
+        physicalBlockSize: blockSizeOf(req.volumeContext, ContextKey.physicalBlockSize, 4096),
+      };
+      r.stagingPath = staging.path;
+      await deps.records.put(r);
+      return {};
+    },
+
+    async nodeUnstageVolume(req) {
+      if (!req.volumeId) throw invalidArgument('volume_id is required');
+      if (!req.stagingTargetPath) throw invalidArgument('staging_target_path is required');
+      const r = await deps.records.get(req.volumeId);
+      if (!r?.stagingPath) return {};
+      const targets = Object.keys(r.targets);
+      if (targets.length > 0) throw failedPrecondition(`volume ${r.id} is still published at ${targets.join(', ')}; NodeUnpublishVolume first`);
+      await unlink(`${r.backingPath}.lease`).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err; });
+      delete r.stagingPath;
+      await deps.records.delete(r.id);
+      return {};
+    },
+
+    async nodePublishVolume(req) {
+      if (!req.volumeId) throw invalidArgument('volume_id is required');
+      if (!req.targetPath) throw invalidArgument('target_path is required');
+      if (!req.volumeCapability) throw invalidArgument('volume_capability is required');
+      const problem = capabilityProblem(req.volumeCapability);
+      if (problem) throw invalidArgument(`volume_capability: ${problem}`);
+      const target = await checkPath(req.targetPath, 'target_path', deps.publishRoot);
+      if (!req.stagingTargetPath) throw invalidArgument('staging_target_path is required: this plugin stages volumes (STAGE_UNSTAGE_VOLUME)');
+      const r = await deps.records.get(req.volumeId);
+      if (!r?.stagingPath) throw failedPrecondition(`volume ${req.volumeId} is not staged on this node; call NodeStageVolume first`);
+      if (r.stagingPath !== normalize(req.stagingTargetPath)) throw invalidArgument(`staging_target_path ${req.stagingTargetPath} differs from ${r.stagingPath} where the volume is staged`);
+      const readonly = req.readonly || req.publishContext[PUBLISH_READONLY_KEY] === 'true' || isReadOnlyMode(req.volumeCapability);
+      const kind = req.volumeCapability.accessType.case === 'block' ? 'block' : 'mount';
+      const existing = r.targets[target.path];
+      if (existing) {
+        if (existing.readonly !== readonly || existing.kind !== kind) throw alreadyExists(`volume ${r.id} is published at ${target.path} with readonly=${existing.readonly}, ${existing.kind}; unpublish it first`);
+      }
+      const a = await attach(r, { ...req.volumeContext }, readonly);
+      const link = kind === 'block' ? a.socketPath : a.vmDir;
+      if (target.kind === 'symlink') {
+        if ((await readlink(target.path)) !== link) throw alreadyExists(`target_path ${target.path} is a symlink this plugin did not make for volume ${r.id}`);
+      } else if (target.kind === 'directory') {
+        await rmdir(target.path).catch(() => { throw alreadyExists(`target_path ${target.path} is a non-empty directory; remove it or pick another path`); });
+        await symlink(link, target.path);
+      } else if (target.kind === 'absent') {
+        await symlink(link, target.path);
+      } else {
+        throw alreadyExists(`target_path ${target.path} exists and is not ours; remove it or pick another path`);
+      }
+      r.targets[target.path] = { readonly, kind, link };
+      await deps.records.put(r);
+      return {};
+    },
+
+    async nodeUnpublishVolume(req) {
+      if (!req.volumeId) throw invalidArgument('volume_id is required');
+      if (!req.targetPath) throw invalidArgument('target_path is required');
+      const target = await checkPath(req.targetPath, 'target_path', deps.publishRoot);
+      const r = await deps.records.get(req.volumeId);
+      const published = r?.targets[target.path];
+      if (!r || !published) return {}; // not published there: nothing to undo
+      if (target.kind === 'symlink' && (await readlink(target.path)) === published.link) await unlink(target.path);
+      delete r.targets[target.path];
+      if (Object.keys(r.targets).length === 0) await detach(r);
+      await deps.records.put(r);
+      return {};
+    },
+
+    async nodeGetVolumeStats(req) {
+      if (!req.volumeId) throw invalidArgument('volume_id is required');
+      if (!req.volumePath) throw invalidArgument('volume_path is required');
+      const r = await knownPath(await deps.records.get(req.volumeId), req.volumePath, req.volumeId);
+      let abnormal = false;
+      let message = 'image present';
+      let total = 0;
+      let used = 0;
+      try {
+        const st = await stat(r.backingPath);
+        total = st.size;
+        used = Math.min(st.size, st.blocks * 512);
+      } catch (err) {
+        abnormal = true;
+        message = `image ${r.backingPath} is not accessible: ${(err as Error).message}`;
+      }
+      if (!abnormal && r.attachment) {
+        const luns = await findLunsByBacking(deps.engine, r.backingPath).catch(() => undefined);
+        if (!luns) { abnormal = true; message = 'the engine cannot be reached'; }
+        else if (luns.length === 0) { abnormal = true; message = `the LUN is not attached in the engine (expected on ${r.attachment.controllerId})`; }
+        else message = `attached to ${r.attachment.controllerId} target ${r.attachment.target} lun ${r.attachment.lun}`;
+      }
+      return {
+        usage: [{ unit: 1, total: BigInt(total), used: BigInt(used), available: BigInt(total - used) }],
+        volumeCondition: { abnormal, message },
+      };
+    },
+
+    async nodeExpandVolume(req) {
+      if (!req.volumeId) throw invalidArgument('volume_id is required');
+      if (!req.volumePath) throw invalidArgument('volume_path is required');
+      if (req.volumeCapability) {
+        const problem = capabilityProblem(req.volumeCapability);
+        if (problem) throw invalidArgument(`volume_capability: ${problem}`);
+      }
+      const r = await knownPath(await deps.records.get(req.volumeId), req.volumePath, req.volumeId);
+      const { size: current } = await stat(r.backingPath);
+      const wanted = req.capacityRange ? sizeForRange(req.capacityRange, r.physicalBlockSize, current) : current;
+      if (wanted > current) throw failedPrecondition(`volume ${r.id} image is ${current} bytes, less than ${wanted}; call ControllerExpandVolume first`);
+      if (r.attachment) {
+        await deps.engine.resizeLun({ controllerId: r.attachment.controllerId, address: { target: r.attachment.target, lun: r.attachment.lun }, sizeBytes: BigInt(current) });
+      }
+      return { capacityBytes: BigInt(current) };
+    },
+
+    async nodeGetCapabilities() {
+      const rpcs = [Rpc.STAGE_UNSTAGE_VOLUME, Rpc.GET_VOLUME_STATS, Rpc.EXPAND_VOLUME, Rpc.VOLUME_CONDITION];
+      return { capabilities: rpcs.map((type) => ({ type: { case: 'rpc' as const, value: { type } } })) };
+    },
+
+    async nodeGetInfo() {
+      return {
+        nodeId: deps.nodeId,
+        maxVolumesPerNode: BigInt(deps.maxVolumesPerNode),
+        accessibleTopology: { segments: { [TOPOLOGY_NODE_KEY]: deps.nodeId } },
+      };
+    },
+  };
+}
+

@@ -1,0 +1,107 @@
+// Assembles the CSI plugin: stores under --state-dir, the engine client, the
+// Identity / Controller / Node services for the chosen mode, the call
+// wrapper, and a grpc-js server on a unix socket.
+//
+// State layout (each a DirectoryStore):
+//   <state-dir>/controller/volumes, <state-dir>/controller/snapshots
+//   <state-dir>/node/volumes
+//   <state-dir>/nodes: one record per node plugin that started with this
+//   state directory; the controller publishes only to these nodes (in a
+//   cluster the Kubernetes store would read CSINode objects instead).
+import * as grpc from '@grpc/grpc-js';
+import { chmod, mkdir, rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import type { Logger } from 'pino';
+import { addService } from '../protos/grpc.ts';
+import { Controller, Identity, Node } from '../protos/gen/csi/v1/csi_pb.ts';
+import { createController } from './controller.ts';
+import { connectEngine, type EngineClient } from './engine-client.ts';
+import { createIdentity } from './identity.ts';
+import { KeyedLocks } from './locks.ts';
+import { createNode, type NodeVolumeRecord } from './node.ts';
+import { DirectoryStore } from './store.ts';
+import type { SnapshotRecord, VolumeRecord } from './volumes.ts';
+import { createCallWrapper } from './wrapper.ts';
+
+/** The three ways the plugin runs. */
+export const CsiMode = { controller: 'controller', node: 'node', all: 'all' } as const;
+export type CsiMode = (typeof CsiMode)[keyof typeof CsiMode];
+
+export interface CsiServerOptions {
+  mode: CsiMode;
+  /** unix:///absolute/path.sock */
+  endpoint: string;
+  nodeId: string;
+  stateDir: string;
+  dataDir: string;
+  /** Engine control socket (unix:///…); required for node and all. */
+  engineEndpoint?: string;
+  publishRoot: string;
+  socketDir: string;
+  maxVolumesPerNode: number;
+  log: Logger;
+}
+
+export interface CsiServer {
+  readonly endpoint: string;
+  close(): Promise<void>;
+}
+
+interface NodeRegistration { id: string; registeredAtMs: number }
+
+/** Starts the plugin; resolves once the socket accepts calls. */
+export async function startCsiServer(o: CsiServerOptions): Promise<CsiServer> {
+  const socketPath = o.endpoint.replace(/^unix:\/\//, '');
+  const serveController = o.mode !== 'node';
+  const serveNode = o.mode !== 'controller';
+  await mkdir(o.stateDir, { recursive: true, mode: 0o700 });
+  await mkdir(o.dataDir, { recursive: true, mode: 0o700 });
+  const engine: EngineClient | undefined = o.engineEndpoint ? connectEngine(o.engineEndpoint) : undefined;
+  const nodesDir = join(o.stateDir, 'nodes');
+
+  const server = new grpc.Server();
+  const wrap = createCallWrapper({ log: o.log, locks: new KeyedLocks(), services: [Identity, Controller, Node] });
+  const manifest = { mode: o.mode, node: o.nodeId };
+  addService(server, Identity, createIdentity({ controller: serveController, ...(engine ? { engine } : {}), manifest }), wrap);
+
+  if (serveNode) {
+    if (!engine) throw new Error('--engine-endpoint is required in node and all modes');
+    await mkdir(o.socketDir, { recursive: true, mode: 0o750 });
+    const registry = await DirectoryStore.open<NodeRegistration>(nodesDir);
+    await registry.put({ id: o.nodeId, registeredAtMs: Date.now() });
+    addService(server, Node, createNode({
+      nodeId: o.nodeId, maxVolumesPerNode: o.maxVolumesPerNode, publishRoot: o.publishRoot, dataDir: o.dataDir,
+      socketDir: o.socketDir, engine, records: await DirectoryStore.open<NodeVolumeRecord>(join(o.stateDir, 'node', 'volumes')),
+    }), wrap);
+  }
+  if (serveController) {
+    addService(server, Controller, createController({
+      nodeId: o.nodeId, dataDir: o.dataDir, maxVolumesPerNode: o.maxVolumesPerNode, ...(engine ? { engine } : {}),
+      volumes: await DirectoryStore.open<VolumeRecord>(join(o.stateDir, 'controller', 'volumes')),
+      snapshots: await DirectoryStore.open<SnapshotRecord>(join(o.stateDir, 'controller', 'snapshots')),
+      async knownNodes() {
+        const nodes = new Set((await (await DirectoryStore.open<NodeRegistration>(nodesDir)).list()).map((n) => n.id));
+        if (serveNode) nodes.add(o.nodeId);
+        return nodes;
+      },
+    }), wrap);
+  }
+
+  await mkdir(dirname(socketPath), { recursive: true, mode: 0o750 });
+  await rm(socketPath, { force: true });
+  await new Promise<void>((resolve, reject) =>
+    server.bindAsync(`unix://${socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
+  );
+  await chmod(socketPath, 0o600);
+  o.log.info({ mode: o.mode, endpoint: o.endpoint, nodeId: o.nodeId, engine: o.engineEndpoint }, 'csi plugin listening');
+  return {
+    endpoint: `unix://${socketPath}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.tryShutdown(() => {
+          engine?.close();
+          rm(socketPath, { force: true }).finally(resolve);
+        });
+      }),
+  };
+}

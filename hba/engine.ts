@@ -1,0 +1,302 @@
+// The Engine (hba/engine-api.ts): controllers keyed by id, each a
+// vhost-user-scsi controller with its socket, targets created on demand and
+// LUNs (LogicalUnit over a FileBackend or MemoryBackend). Operations on one
+// controller are serialized; different controllers proceed independently.
+// Hotplug events for attach/detach/resize while a guest runs come with the
+// live-topology work; here the topology simply changes under the guest.
+import { isDeepStrictEqual } from 'node:util';
+import pino from 'pino';
+import { FileBackend } from './backends/file.ts';
+import { MemoryBackend } from './backends/memory.ts';
+import { VhostUserScsiController, type ControllerNative } from './controller.ts';
+import { MAX_LUNS_PER_TARGET, MAX_TARGETS, type ControllerInfo, type ControllerOptions, type Engine, type LunInfo, type LunSpec } from './engine-api.ts';
+import { native as realNative } from './native/index.ts';
+import { LogicalUnit } from './scsi/logical-unit.ts';
+import { ScsiTarget } from './scsi/target.ts';
+import type { BlockBackend } from './scsi/types.ts';
+import type { TargetPort } from './virtio-scsi/tasks.ts';
+
+/** Error kinds callers map to their own codes (gRPC, CLI exit status). */
+export const EngineErrorCode = {
+  INVALID_ARGUMENT: 'INVALID_ARGUMENT',
+  NOT_FOUND: 'NOT_FOUND',
+  ALREADY_EXISTS: 'ALREADY_EXISTS',
+} as const;
+export type EngineErrorCode = (typeof EngineErrorCode)[keyof typeof EngineErrorCode];
+
+/** An engine operation refused for a reason the caller can act on. */
+export class EngineError extends Error {
+  override name = 'EngineError';
+  readonly code: EngineErrorCode;
+  constructor(code: EngineErrorCode, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+/** Test seams: the native addon and how a backing is opened. */
+export interface EngineDeps {
+  native?: ControllerNative;
+  openBackend?: (spec: LunSpec) => Promise<BlockBackend>;
+}
+
+const DEFAULT_QUEUE_SIZE = 1024;
+
+interface AttachedLun {
+  spec: LunSpec;
+  unit: LogicalUnit;
+}
+
+interface ControllerEntry {
+  options: Required<ControllerOptions>;
+  controller: VhostUserScsiController;
+  targets: Map<number, ScsiTarget>;
+  ports: Map<number, TargetPort>;
+  luns: Map<string, AttachedLun>;
+  /** Set by deleteController; queued operations then find nothing. */
+  deleted: boolean;
+  /** Tail of this controller's operation queue. */
+  lock: Promise<unknown>;
+}
+
+/** Opens the backing a LunSpec names: a file is created (0600) or grown to sizeBytes. */
+export async function openBacking(spec: LunSpec): Promise<BlockBackend> {
+  const b = spec.backing;
+  if (b.kind === 'memory') return new MemoryBackend(b.sizeBytes);
+  return FileBackend.open(b.path, { sizeBytes: b.sizeBytes, readOnly: spec.params.readOnly, create: true });
+}
+
+function lunKey(target: number, lun: number): string {
+  return `${target}:${lun}`;
+}
+
+function normalize(opts: ControllerOptions): Required<ControllerOptions> {
+  const o = { id: opts.id, socketPath: opts.socketPath, numRequestQueues: opts.numRequestQueues ?? 1, maxQueueSize: opts.maxQueueSize ?? DEFAULT_QUEUE_SIZE };
+  if (!o.id) throw new EngineError('INVALID_ARGUMENT', 'controller id is empty');
+  if (!o.socketPath.startsWith('/')) throw new EngineError('INVALID_ARGUMENT', `socketPath ${o.socketPath} is not absolute`);
+  if (!Number.isInteger(o.numRequestQueues) || o.numRequestQueues < 1 || o.numRequestQueues > 254) {
+    throw new EngineError('INVALID_ARGUMENT', `numRequestQueues ${o.numRequestQueues}: must be 1..254`);
+  }
+  if (!Number.isInteger(o.maxQueueSize) || o.maxQueueSize < 4 || o.maxQueueSize > 32768 || (o.maxQueueSize & (o.maxQueueSize - 1)) !== 0) {
+    throw new EngineError('INVALID_ARGUMENT', `maxQueueSize ${o.maxQueueSize}: must be a power of two in 4..32768`);
+  }
+  return o;
+}
+
+function checkAddress(target: number, lun: number): void {
+  if (!Number.isInteger(target) || target < 0 || target >= MAX_TARGETS) throw new EngineError('INVALID_ARGUMENT', `target ${target}: must be 0..${MAX_TARGETS - 1}`);
+  if (!Number.isInteger(lun) || lun < 0 || lun >= MAX_LUNS_PER_TARGET) throw new EngineError('INVALID_ARGUMENT', `lun ${lun}: must be 0..${MAX_LUNS_PER_TARGET - 1}`);
+}
+
+function checkSize(bytes: number, blockSize: number): void {
+  if (!Number.isSafeInteger(bytes) || bytes < blockSize || bytes % blockSize !== 0) {
+    throw new EngineError('INVALID_ARGUMENT', `size ${bytes}: must be a positive multiple of the ${blockSize}-byte logical block`);
+  }
+}
+
+/** A TargetPort over the SCSI layer's ScsiTarget. */
+function portFor(target: ScsiTarget): TargetPort {
+  return {
+    execute: (lun, cmd) => target.execute(lun, cmd),
+    hasLun: (lun) => target.get(lun) !== undefined,
+    resetLun: (lun) => target.get(lun)?.reset(),
+    resetNexus: () => target.reset(),
+  };
+}
+
+class VhbaEngine implements Engine {
+  readonly #log: pino.Logger;
+  readonly #native: ControllerNative;
+  readonly #openBackend: (spec: LunSpec) => Promise<BlockBackend>;
+  readonly #controllers = new Map<string, ControllerEntry>();
+  /** Serializes controller creation and deletion. */
+  #registryLock: Promise<unknown> = Promise.resolve();
+  #closed = false;
+
+  constructor(logger: pino.Logger, deps: EngineDeps) {
+    this.#log = logger;
+    this.#native = deps.native ?? realNative;
+    this.#openBackend = deps.openBackend ?? openBacking;
+  }
+
+  createController(opts: ControllerOptions): Promise<void> {
+    return this.#serialRegistry(async () => {
+      if (this.#closed) throw new Error('engine is closed');
+      const options = normalize(opts);
+      const existing = this.#controllers.get(options.id);
+      if (existing) {
+        if (isDeepStrictEqual(existing.options, options)) return;
+        throw new EngineError('ALREADY_EXISTS', `controller ${options.id} exists with other options`);
+      }
+      for (const other of this.#controllers.values()) {
+        if (other.options.socketPath === options.socketPath) throw new EngineError('ALREADY_EXISTS', `socket ${options.socketPath} is used by controller ${other.options.id}`);
+      }
+      const entry: ControllerEntry = { options, controller: undefined as never, targets: new Map(), ports: new Map(), luns: new Map(), deleted: false, lock: Promise.resolve() };
+      entry.controller = new VhostUserScsiController({
+        id: options.id,
+        socketPath: options.socketPath,
+        numRequestQueues: options.numRequestQueues,
+        maxQueueSize: options.maxQueueSize,
+        targets: (t) => entry.ports.get(t),
+        logger: this.#log,
+        native: this.#native,
+      });
+      await entry.controller.start();
+      this.#controllers.set(options.id, entry);
+    });
+  }
+
+  deleteController(id: string): Promise<void> {
+    return this.#serialRegistry(async () => {
+      const entry = this.#controllers.get(id);
+      if (!entry) return;
+      this.#controllers.delete(id);
+      entry.deleted = true;
+      await this.#serial(entry, async () => {
+        await entry.controller.close();
+        const units = [...entry.luns.values()];
+        entry.luns.clear();
+        entry.targets.clear();
+        entry.ports.clear();
+        await Promise.all(units.map((a) => this.#closeUnit(a)));
+      });
+    });
+  }
+
+  async attachLun(controllerId: string, spec: LunSpec): Promise<void> {
+    const entry = this.#entry(controllerId);
+    await this.#serial(entry, async () => {
+      if (entry.deleted) throw new EngineError('NOT_FOUND', `controller ${controllerId} was deleted`);
+      checkAddress(spec.target, spec.lun);
+      checkSize(spec.backing.sizeBytes, spec.params.logicalBlockSize);
+      const key = lunKey(spec.target, spec.lun);
+      const existing = entry.luns.get(key);
+      if (existing) {
+        if (isDeepStrictEqual(existing.spec, spec)) return;
+        throw new EngineError('ALREADY_EXISTS', `controller ${controllerId} target ${spec.target} lun ${spec.lun} is attached with other parameters`);
+      }
+      if (spec.backing.kind === 'file') {
+        const path = spec.backing.path;
+        for (const other of entry.luns.values()) {
+          if (other.spec.backing.kind === 'file' && other.spec.backing.path === path) throw new EngineError('ALREADY_EXISTS', `${path} already backs target ${other.spec.target} lun ${other.spec.lun}`);
+        }
+      }
+      const backend = await this.#openBackend(spec);
+      let unit: LogicalUnit;
+      try {
+        unit = new LogicalUnit(spec.params, backend, { onBackendError: (err, command) => this.#log.error({ err, command, controller: controllerId, target: spec.target, lun: spec.lun }, 'backend I/O failed') });
+      } catch (err) {
+        await backend.close();
+        throw new EngineError('INVALID_ARGUMENT', err instanceof Error ? err.message : String(err));
+      }
+      let target = entry.targets.get(spec.target);
+      if (!target) {
+        target = new ScsiTarget();
+        entry.targets.set(spec.target, target);
+        entry.ports.set(spec.target, portFor(target));
+      }
+      target.attach(spec.lun, unit);
+      entry.luns.set(key, { spec: structuredClone(spec), unit });
+      this.#log.info({ controller: controllerId, target: spec.target, lun: spec.lun, backing: spec.backing }, 'LUN attached');
+    });
+  }
+
+  detachLun(controllerId: string, target: number, lun: number): Promise<void> {
+    const entry = this.#controllers.get(controllerId);
+    if (!entry) return Promise.resolve();
+    return this.#serial(entry, async () => {
+      const key = lunKey(target, lun);
+      const attached = entry.luns.get(key);
+      if (!attached) return;
+      entry.luns.delete(key);
+      const scsiTarget = entry.targets.get(target);
+      scsiTarget?.detach(lun);
+      if (scsiTarget && scsiTarget.size === 0) {
+        entry.targets.delete(target);
+        entry.ports.delete(target);
+      }
+      await this.#closeUnit(attached);
+      this.#log.info({ controller: controllerId, target, lun }, 'LUN detached');
+    });
+  }
+
+  async resizeLun(controllerId: string, target: number, lun: number, sizeBytes: number): Promise<void> {
+    const entry = this.#entry(controllerId);
+    await this.#serial(entry, async () => {
+      const attached = entry.luns.get(lunKey(target, lun));
+      if (!attached) throw new EngineError('NOT_FOUND', `controller ${controllerId} has no target ${target} lun ${lun}`);
+      checkSize(sizeBytes, attached.spec.params.logicalBlockSize);
+      if (attached.spec.backing.sizeBytes === sizeBytes) return;
+      await attached.unit.resize(sizeBytes);
+      attached.spec.backing.sizeBytes = sizeBytes;
+      this.#log.info({ controller: controllerId, target, lun, sizeBytes }, 'LUN resized');
+    });
+  }
+
+  async flushLun(controllerId: string, target: number, lun: number): Promise<void> {
+    const entry = this.#entry(controllerId);
+    await this.#serial(entry, async () => {
+      const attached = entry.luns.get(lunKey(target, lun));
+      if (!attached) throw new EngineError('NOT_FOUND', `controller ${controllerId} has no target ${target} lun ${lun}`);
+      // Commands that started before this point finish; then everything written is made durable.
+      await attached.unit.drain();
+      await attached.unit.backend.flush();
+    });
+  }
+
+  list(): ControllerInfo[] {
+    return [...this.#controllers.values()].map((entry) => ({
+      id: entry.options.id,
+      socketPath: entry.options.socketPath,
+      numRequestQueues: entry.options.numRequestQueues,
+      connected: entry.controller.connected,
+      luns: [...entry.luns.values()]
+        .sort((a, b) => a.spec.target - b.spec.target || a.spec.lun - b.spec.lun)
+        .map((a): LunInfo => ({ ...structuredClone(a.spec), ...a.unit.stats() })),
+    }));
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    for (const id of [...this.#controllers.keys()]) await this.deleteController(id);
+  }
+
+  /** The active front-end connection's controller, for tests and diagnostics. */
+  controller(id: string): VhostUserScsiController | undefined {
+    return this.#controllers.get(id)?.controller;
+  }
+
+  #entry(id: string): ControllerEntry {
+    const entry = this.#controllers.get(id);
+    if (!entry) throw new EngineError('NOT_FOUND', `no controller ${id}`);
+    return entry;
+  }
+
+  async #closeUnit(a: AttachedLun): Promise<void> {
+    try {
+      await a.unit.close();
+    } catch (err) {
+      this.#log.error({ err, target: a.spec.target, lun: a.spec.lun }, 'closing LUN backend failed');
+    }
+  }
+
+  #serial<T>(entry: ControllerEntry, op: () => Promise<T>): Promise<T> {
+    const run = entry.lock.then(op, op);
+    entry.lock = run.catch(() => undefined);
+    return run;
+  }
+
+  #serialRegistry<T>(op: () => Promise<T>): Promise<T> {
+    const run = this.#registryLock.then(op, op);
+    this.#registryLock = run.catch(() => undefined);
+    return run;
+  }
+}
+
+/** The engine implementation behind hba/engine-api.ts. */
+export type VhbaEngineInstance = Engine & { controller(id: string): VhostUserScsiController | undefined };
+
+/** Creates an engine. `deps` replaces the native addon or backing opener in tests. */
+export function createEngine(logger?: pino.Logger, deps: EngineDeps = {}): VhbaEngineInstance {
+  return new VhbaEngine(logger ?? pino({ name: 'vhba-engine' }), deps);
+}

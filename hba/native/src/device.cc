@@ -1,0 +1,281 @@
+// Device: queues, workers and the vhost-user ring life cycle.
+#include "device.h"
+
+#include <stdexcept>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+
+namespace vhba {
+
+Device::Device(DeviceConfig config, DeviceSink* sink) : config_(config), sink_(sink) {
+  if (config_.numQueues == 0 || config_.numQueues > 1024)
+    throw std::invalid_argument("numQueues must be in [1, 1024]");
+  const uint32_t maxSize = config_.limits.maxQueueSize;
+  if (maxSize == 0 || (maxSize & (maxSize - 1)) != 0 || maxSize > 32768)
+    throw std::invalid_argument("maxQueueSize must be a power of two <= 32768");
+  if (config_.limits.maxChainBytes == 0) throw std::invalid_argument("maxChainBytes must be > 0");
+  if (config_.maxRegions == 0) throw std::invalid_argument("maxRegions must be > 0");
+  for (uint32_t i = 0; i < config_.numQueues; i++) queues_.push_back(std::make_unique<Queue>(config_.limits));
+}
+
+Device::~Device() {
+  for (auto& q : queues_) stopWorker(*q);
+}
+
+Device::Queue& Device::queueAt(uint32_t queue) {
+  if (queue >= queues_.size())
+    throw std::out_of_range("queue index " + std::to_string(queue) + " out of range (device has " +
+                            std::to_string(queues_.size()) + " queues)");
+  return *queues_[queue];
+}
+
+void Device::setFeatures(uint64_t features) {
+  features_ = features;
+  for (auto& q : queues_) {
+    std::lock_guard<std::mutex> lock(q->mutex);
+    q->vq.setFeatures(features);
+  }
+  // Without protocol features rings are enabled from the start.
+  for (uint32_t i = 0; i < queues_.size(); i++) startIfReady(i);
+}
+
+void Device::setMemTable(const std::vector<MemoryRegionDesc>& regions) {
+  auto table = MemoryTable::create(regions, config_.maxRegions);  // throws; fds closed either way
+  std::vector<bool> wasRunning(queues_.size());
+  for (size_t i = 0; i < queues_.size(); i++) {
+    wasRunning[i] = queues_[i]->worker.joinable();
+    stopWorker(*queues_[i]);
+  }
+  memory_ = table;
+  // Rings of configured queues are re-translated through the new table;
+  // chains in flight keep the old table alive until they complete.
+  std::string failures;
+  for (size_t i = 0; i < queues_.size(); i++) {
+    Queue& q = *queues_[i];
+    std::lock_guard<std::mutex> lock(q.mutex);
+    if (!q.vq.mapped()) continue;
+    try {
+      q.vq.map(q.addresses, memory_);
+    } catch (const std::exception& e) {
+      q.vq.unmap();
+      failures += (failures.empty() ? "" : "; ") + std::string("queue ") + std::to_string(i) + ": " + e.what();
+    }
+  }
+  for (uint32_t i = 0; i < queues_.size(); i++)
+    if (wasRunning[i]) startIfReady(i);
+  if (!failures.empty()) throw std::invalid_argument("rings outside the new memory table: " + failures);
+}
+
+void Device::setVringNum(uint32_t queue, uint32_t num) {
+  Queue& q = queueAt(queue);
+  stopWorker(q);
+  {
+    std::lock_guard<std::mutex> lock(q.mutex);
+    q.vq.unmap();
+    q.vq.setSize(num);
+  }
+  startIfReady(queue);
+}
+
+void Device::setVringAddr(uint32_t queue, const RingAddresses& addresses) {
+  Queue& q = queueAt(queue);
+  if (!memory_) throw std::invalid_argument("SET_VRING_ADDR before SET_MEM_TABLE");
+  stopWorker(q);
+  {
+    std::lock_guard<std::mutex> lock(q.mutex);
+    q.hasAddresses = false;
+    if (q.vq.size() != 0) {
+      try {
+        q.vq.map(addresses, memory_);  // checks the rings now, so the setter reports bad addresses
+      } catch (...) {
+        q.vq.unmap();
+        throw;
+      }
+    }
+    q.addresses = addresses;
+    q.hasAddresses = true;
+  }
+  startIfReady(queue);
+}
+
+void Device::setVringBase(uint32_t queue, uint32_t base) {
+  Queue& q = queueAt(queue);
+  stopWorker(q);
+  {
+    std::lock_guard<std::mutex> lock(q.mutex);
+    q.vq.setBase(base);
+  }
+  startIfReady(queue);
+}
+
+uint32_t Device::getVringBase(uint32_t queue) {
+  Queue& q = queueAt(queue);
+  stopWorker(q);
+  q.stoppedByGetBase = true;  // vhost-user.rst: stopped until the next kick fd
+  std::lock_guard<std::mutex> lock(q.mutex);
+  return q.vq.lastAvail();
+}
+
+void Device::setVringKick(uint32_t queue, int fd) {
+  UniqueFd owned(fd);
+  Queue& q = queueAt(queue);
+  if (fd < 0) throw std::invalid_argument("SET_VRING_KICK without fd: polling mode is not supported");
+  stopWorker(q);
+  q.kick = std::move(owned);
+  q.stoppedByGetBase = false;
+  startIfReady(queue);
+}
+
+void Device::setVringCall(uint32_t queue, int fd) {
+  UniqueFd owned(fd);
+  Queue& q = queueAt(queue);
+  std::lock_guard<std::mutex> lock(q.mutex);
+  q.call = std::move(owned);
+}
+
+void Device::setVringErr(uint32_t queue, int fd) {
+  UniqueFd owned(fd);
+  Queue& q = queueAt(queue);
+  std::lock_guard<std::mutex> lock(q.mutex);
+  q.err = std::move(owned);
+}
+
+void Device::setVringEnable(uint32_t queue, bool enable) {
+  Queue& q = queueAt(queue);
+  q.enabled = enable;
+  if (enable)
+    startIfReady(queue);
+  else
+    stopWorker(q);
+}
+
+void Device::complete(uint32_t queue, uint16_t head, const uint8_t* data, size_t size) {
+  Queue& q = queueAt(queue);
+  std::lock_guard<std::mutex> lock(q.mutex);
+  q.vq.complete(head, data, size);
+  if (q.vq.shouldNotify() && q.call.valid()) eventfdAdd(q.call.get());
+}
+
+void Device::reset() {
+  for (auto& qp : queues_) {
+    Queue& q = *qp;
+    stopWorker(q);
+    std::lock_guard<std::mutex> lock(q.mutex);
+    q.vq.unmap();
+    q.vq = SplitVirtqueue(config_.limits);
+    q.addresses = RingAddresses{};
+    q.hasAddresses = false;
+    q.enabled = false;
+    q.stoppedByGetBase = false;
+    q.broken = false;
+    q.kick.reset();
+    q.call.reset();
+    q.err.reset();
+  }
+  memory_.reset();
+  features_ = 0;
+}
+
+QueueState Device::queueState(uint32_t queue) {
+  Queue& q = queueAt(queue);
+  std::lock_guard<std::mutex> lock(q.mutex);
+  return QueueState{q.running.load(), q.vq.size(), q.vq.lastAvail(), q.vq.usedIdx(), q.vq.inFlightCount()};
+}
+
+void Device::startIfReady(uint32_t index) {
+  Queue& q = *queues_[index];
+  const bool enabled = (features_ & kVhostUserFProtocolFeatures) ? q.enabled : true;
+  if (q.worker.joinable() || q.broken || q.stoppedByGetBase || !enabled || !q.kick.valid() ||
+      !q.hasAddresses || !memory_)
+    return;
+  {
+    std::lock_guard<std::mutex> lock(q.mutex);
+    if (q.vq.size() == 0) return;
+    if (!q.vq.mapped()) q.vq.map(q.addresses, memory_);  // throws: the setter reports it
+  }
+  UniqueFd stop(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!stop.valid()) throwErrno("eventfd");
+  UniqueFd epoll(::epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll.valid()) throwErrno("epoll_create1");
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u32 = 0;
+  if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, q.kick.get(), &ev) < 0) throwErrno("epoll_ctl(kick fd)");
+  ev.data.u32 = 1;
+  if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, stop.get(), &ev) < 0) throwErrno("epoll_ctl(stop fd)");
+  const int kickFd = q.kick.get();
+  const int stopFd = stop.get();
+  q.stopEvent = std::move(stop);
+  q.running = true;
+  q.worker = std::thread(&Device::runWorker, this, index, epoll.release(), kickFd, stopFd);
+}
+
+void Device::stopWorker(Queue& q) {
+  if (!q.worker.joinable()) return;
+  eventfdAdd(q.stopEvent.get());
+  q.worker.join();
+  q.stopEvent.reset();
+  q.running = false;
+}
+
+void Device::runWorker(uint32_t index, int epollFd, int kickFd, int stopFd) {
+  UniqueFd epoll(epollFd);
+  Queue& q = *queues_[index];
+  std::vector<PoppedChain> batch;
+  std::string violation;
+  // The first pass drains without waiting: buffers may have been made
+  // available before the ring started.
+  bool waitFirst = false;
+  for (;;) {
+    if (waitFirst) {
+      epoll_event events[2];
+      int n = ::epoll_wait(epoll.get(), events, 2, -1);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        violation = errnoMessage("internal: epoll_wait on queue " + std::to_string(index));
+        break;
+      }
+      bool stopRequested = false, kicked = false;
+      for (int i = 0; i < n; i++) {
+        if (events[i].data.u32 == 1) stopRequested = true;
+        else kicked = true;
+      }
+      if (stopRequested) break;
+      if (kicked) eventfdDrain(kickFd);  // readable, so this read does not block
+    }
+    waitFirst = true;
+    bool failed = false;
+    for (;;) {
+      PoppedChain chain;
+      PopStatus status;
+      {
+        std::lock_guard<std::mutex> lock(q.mutex);
+        status = q.vq.pop(chain, violation);
+        if (status == PopStatus::kEmpty && !q.vq.enableNotificationAndCheck()) break;
+      }
+      if (status == PopStatus::kChain) batch.push_back(std::move(chain));
+      if (status == PopStatus::kViolation) {
+        failed = true;
+        break;
+      }
+    }
+    if (!batch.empty()) {
+      sink_->deliverChains(index, std::move(batch));
+      batch = std::vector<PoppedChain>();
+    }
+    if (failed) break;
+    violation.clear();
+  }
+  (void)stopFd;
+  if (!violation.empty()) {
+    q.broken = true;
+    {
+      std::lock_guard<std::mutex> lock(q.mutex);
+      if (q.err.valid()) eventfdAdd(q.err.get());
+    }
+    q.running = false;
+    sink_->reportViolation(index, violation);
+  }
+}
+
+}  // namespace vhba

@@ -1,0 +1,297 @@
+// A disk logical unit: identity and geometry (LogicalUnitParams), a block
+// backend, the unit attention queue (SAM-5 §5.14), the write cache state
+// (WCE), per-LU I/O counters. execute() runs one command: opcode → kind,
+// unit attention check, CDB → typed command, execute on a frozen snapshot.
+import {
+  checkControlByte,
+  type BlockLimits,
+  type CommandContext,
+  type CommandKind,
+  type IoFailure,
+  type UnitHooks,
+  type UnitSnapshot,
+} from './command.ts';
+import { REPORT_LUNS, diskOpcodeTable, type OpcodeTable } from './opcode-table.ts';
+import {
+  ScsiError,
+  buildFixedSense,
+  invalidFieldInCdb,
+  senseInternalTargetFailure,
+  senseInvalidOpcode,
+  senseMediumErrorRead,
+  senseMediumErrorWrite,
+  senseUaCapacityDataChanged,
+  senseUaPowerOnReset,
+  senseUaReportedLunsDataChanged,
+  type SenseCode,
+} from './sense.ts';
+import { Status, type BlockBackend, type LogicalUnitParams, type ScsiCommand, type ScsiResult } from './types.ts';
+
+/** Per-LU I/O counters. */
+export interface LogicalUnitStats {
+  reads: number;
+  writes: number;
+  bytesRead: number;
+  bytesWritten: number;
+}
+
+/** Tuning a LogicalUnit beyond its params; defaults suit a Linux guest. */
+export interface LogicalUnitOptions {
+  /** Largest READ/WRITE in bytes (VPD B0h MAXIMUM TRANSFER LENGTH). Default 8 MiB. */
+  maxTransferBytes?: number;
+  /** Largest UNMAP in bytes, summed over descriptors. Default 1 GiB. */
+  maxUnmapBytes?: number;
+  /** Most UNMAP block descriptors per command. Default 256. */
+  maxUnmapDescriptors?: number;
+  /** Largest WRITE SAME in bytes. Default 1 GiB. */
+  maxWriteSameBytes?: number;
+  /** Told about backend failures that became MEDIUM ERROR / INTERNAL TARGET FAILURE. */
+  onBackendError?: (error: unknown, command: string) => void;
+}
+
+/** Opcodes that run with a unit attention pending (SAM-5 §5.14): INQUIRY, REQUEST SENSE, REPORT LUNS. */
+const OPCODES_IGNORING_UNIT_ATTENTION = new Set([0x12, 0x03, REPORT_LUNS]);
+
+const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
+
+/** Throws a RangeError naming the first invalid field of `params`. */
+export function validateLogicalUnitParams(params: LogicalUnitParams): void {
+  const { logicalBlockSize: lbs, physicalBlockSize: pbs } = params;
+  if (lbs !== 512 && lbs !== 4096) throw new RangeError(`logicalBlockSize ${lbs}: must be 512 or 4096`);
+  if (!Number.isInteger(pbs) || pbs < lbs || pbs % lbs !== 0 || (pbs & (pbs - 1)) !== 0 || pbs / lbs > 1 << 15) {
+    throw new RangeError(`physicalBlockSize ${pbs}: must be a power-of-two multiple of ${lbs}`);
+  }
+  if (params.serial.length < 1 || params.serial.length > 20 || !PRINTABLE_ASCII.test(params.serial)) {
+    throw new RangeError('serial: 1 to 20 printable ASCII characters');
+  }
+  const wwn = params.wwn;
+  const naa8 = /^[235][0-9a-fA-F]{15}$/.test(wwn);
+  const naa16 = /^6[0-9a-fA-F]{31}$/.test(wwn);
+  if (!naa8 && !naa16) throw new RangeError(`wwn ${wwn}: 16 hex digits starting 2, 3 or 5, or 32 starting 6`);
+  if (params.product !== undefined && (params.product.length > 16 || !PRINTABLE_ASCII.test(params.product))) {
+    throw new RangeError('product: at most 16 printable ASCII characters');
+  }
+}
+
+/** A CHECK CONDITION result for a ScsiError. */
+export function checkConditionResult(error: ScsiError): ScsiResult {
+  return { status: Status.CHECK_CONDITION, sense: error.senseData() };
+}
+
+/** Cuts data-in to what the initiator's buffer holds (SPC-4 §4.2.5.6). */
+export function fitDataIn(result: ScsiResult, capacity: number): ScsiResult {
+  if (result.dataIn && result.dataIn.length > capacity) return { ...result, dataIn: result.dataIn.subarray(0, Math.max(0, capacity)) };
+  return result;
+}
+
+const ioFailureSense: Record<IoFailure, SenseCode> = {
+  read: senseMediumErrorRead,
+  write: senseMediumErrorWrite,
+  other: senseInternalTargetFailure,
+};
+
+const MAX_PENDING_UNIT_ATTENTIONS = 8;
+
+/** A direct-access block device (SBC-3) over a BlockBackend. */
+export class LogicalUnit {
+  /** Identity and geometry, validated and frozen. */
+  readonly params: Readonly<LogicalUnitParams>;
+  readonly backend: BlockBackend;
+  readonly #table: OpcodeTable;
+  readonly #options: LogicalUnitOptions;
+  readonly #hooks: UnitHooks;
+  #capacityBytes: number;
+  #writeCacheEnabled: boolean;
+  /** Pending unit attentions, oldest first; a fresh LU reports POWER ON first. */
+  #unitAttentions: SenseCode[] = [senseUaPowerOnReset];
+  #snapshot: UnitSnapshot | undefined;
+  #stats: LogicalUnitStats = { reads: 0, writes: 0, bytesRead: 0, bytesWritten: 0 };
+  #inFlight = 0;
+  #idleWaiters: (() => void)[] = [];
+
+  constructor(params: LogicalUnitParams, backend: BlockBackend, options: LogicalUnitOptions = {}, table: OpcodeTable = diskOpcodeTable) {
+    validateLogicalUnitParams(params);
+    this.params = Object.freeze({ ...params });
+    this.backend = backend;
+    this.#table = table;
+    this.#options = options;
+    this.#capacityBytes = backend.size();
+    this.#writeCacheEnabled = params.writeCacheEnabled ?? true;
+    this.#hooks = {
+      setWriteCacheEnabled: (enabled) => {
+        this.#writeCacheEnabled = enabled;
+        this.#snapshot = undefined;
+      },
+      takeUnitAttention: () => {
+        const ua = this.#unitAttentions.shift();
+        return ua && buildFixedSense(ua);
+      },
+      recordRead: (bytes) => {
+        this.#stats.reads++;
+        this.#stats.bytesRead += bytes;
+      },
+      recordWrite: (bytes) => {
+        this.#stats.writes++;
+        this.#stats.bytesWritten += bytes;
+      },
+    };
+  }
+
+  /** The LU as a command sees it; rebuilt only after a change (resize, MODE SELECT). */
+  snapshot(): UnitSnapshot {
+    if (this.#snapshot) return this.#snapshot;
+    const bs = this.params.logicalBlockSize;
+    const o = this.#options;
+    const blocks = (bytes: number) => Math.min(0xffff_ffff, Math.max(1, Math.floor(bytes / bs)));
+    const limits: BlockLimits = Object.freeze({
+      maxTransferBlocks: blocks(o.maxTransferBytes ?? 8 << 20),
+      optimalTransferBlocks: 0, // not reported: no preferred size to tell the guest's mkfs
+      maxUnmapBlocks: blocks(o.maxUnmapBytes ?? 1 << 30),
+      maxUnmapDescriptors: o.maxUnmapDescriptors ?? 256,
+      unmapGranularityBlocks: this.params.physicalBlockSize / bs,
+      maxWriteSameBlocks: blocks(o.maxWriteSameBytes ?? 1 << 30),
+    });
+    this.#snapshot = Object.freeze({
+      params: this.params,
+      blockSize: bs,
+      physicalBlockSize: this.params.physicalBlockSize,
+      physicalExponent: Math.log2(this.params.physicalBlockSize / bs),
+      blockCount: BigInt(Math.floor(this.#capacityBytes / bs)),
+      readOnly: this.params.readOnly,
+      writeCacheEnabled: this.#writeCacheEnabled,
+      thinProvisioned: this.params.thinProvisioned ?? true,
+      limits,
+    });
+    return this.#snapshot;
+  }
+
+  /** Runs one command. Never rejects: every failure is a CHECK CONDITION. */
+  async execute(cmd: ScsiCommand): Promise<ScsiResult> {
+    this.#inFlight++;
+    try {
+      return fitDataIn(await this.#run(cmd), cmd.dataInCapacity);
+    } finally {
+      if (--this.#inFlight === 0) for (const wake of this.#idleWaiters.splice(0)) wake();
+    }
+  }
+
+  async #run(cmd: ScsiCommand): Promise<ScsiResult> {
+    const cdb = cmd.cdb;
+    if (cdb.length === 0) return checkConditionResult(new ScsiError(senseInvalidOpcode));
+    if (!OPCODES_IGNORING_UNIT_ATTENTION.has(cdb[0]!)) {
+      const ua = this.#unitAttentions.shift();
+      if (ua) return checkConditionResult(new ScsiError(ua));
+    }
+    let kind: CommandKind;
+    let decoded;
+    try {
+      kind = this.#table.lookup(cdb);
+      if (cdb.length < kind.cdbLength) throw invalidFieldInCdb(0);
+      const exact = Buffer.from(cdb.subarray(0, kind.cdbLength)); // our own copy: the command's state is immutable
+      checkControlByte(exact);
+      decoded = kind.decode(exact);
+    } catch (error) {
+      return this.#failure(error, 'other', 'CDB');
+    }
+    const ctx: CommandContext = {
+      unit: this.snapshot(),
+      backend: this.backend,
+      dataOut: cmd.dataOut,
+      dataInCapacity: cmd.dataInCapacity,
+      hooks: this.#hooks,
+    };
+    try {
+      return await decoded.execute(ctx);
+    } catch (error) {
+      return this.#failure(error, kind.ioFailure, kind.name);
+    }
+  }
+
+  #failure(error: unknown, io: IoFailure, command: string): ScsiResult {
+    if (error instanceof ScsiError) return checkConditionResult(error);
+    this.#options.onBackendError?.(error, command);
+    return checkConditionResult(new ScsiError(ioFailureSense[io]));
+  }
+
+  /** Queues a unit attention. A pending POWER ON/RESET already tells the
+   * initiator everything may have changed, so nothing is queued behind it;
+   * a code already pending is not queued twice. */
+  raiseUnitAttention(sense: SenseCode): void {
+    const pending = this.#unitAttentions;
+    if (pending.includes(senseUaPowerOnReset) || pending.includes(sense)) return;
+    if (pending.length >= MAX_PENDING_UNIT_ATTENTIONS) return;
+    pending.push(sense);
+  }
+
+  /** CAPACITY DATA HAS CHANGED (SBC-3 §4.9). */
+  raiseCapacityChanged(): void {
+    this.raiseUnitAttention(senseUaCapacityDataChanged);
+  }
+
+  /** REPORTED LUNS DATA HAS CHANGED (SPC-4 §6.33): a LUN was added or removed on the target. */
+  raiseReportedLunsChanged(): void {
+    this.raiseUnitAttention(senseUaReportedLunsDataChanged);
+  }
+
+  /** Removes a pending unit attention (REPORT LUNS clears REPORTED LUNS DATA HAS CHANGED). */
+  clearUnitAttention(sense: SenseCode): void {
+    this.#unitAttentions = this.#unitAttentions.filter((s) => s !== sense);
+  }
+
+  /** Pending unit attentions, oldest first (diagnostics, tests). */
+  pendingUnitAttentions(): readonly SenseCode[] {
+    return [...this.#unitAttentions];
+  }
+
+  /** Logical unit reset (SAM-5 §6.3.2): pending unit attentions are replaced
+   * by POWER ON, RESET. WCE keeps the guest's last MODE SELECT choice, the
+   * safer reading for durability. In-flight commands are not aborted here. */
+  reset(): void {
+    this.#unitAttentions = [senseUaPowerOnReset];
+  }
+
+  /** Grows or shrinks the backend to `bytes` (a multiple of the logical
+   * block size) and raises CAPACITY DATA HAS CHANGED. */
+  async resize(bytes: number): Promise<void> {
+    const bs = this.params.logicalBlockSize;
+    if (!Number.isSafeInteger(bytes) || bytes < bs || bytes % bs !== 0) {
+      throw new RangeError(`resize to ${bytes}: must be a positive multiple of ${bs}`);
+    }
+    await this.backend.resize(bytes);
+    this.#capacityBytes = bytes;
+    this.#snapshot = undefined;
+    this.raiseCapacityChanged();
+  }
+
+  /** Capacity in bytes (whole logical blocks are what the guest sees). */
+  get capacityBytes(): number {
+    return this.#capacityBytes;
+  }
+
+  /** Current WCE. */
+  get writeCacheEnabled(): boolean {
+    return this.#writeCacheEnabled;
+  }
+
+  /** A copy of the I/O counters. */
+  stats(): LogicalUnitStats {
+    return { ...this.#stats };
+  }
+
+  /** Commands currently executing. */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /** Resolves when no command is executing. */
+  drain(): Promise<void> {
+    if (this.#inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /** Waits for in-flight commands, then closes the backend. */
+  async close(): Promise<void> {
+    await this.drain();
+    await this.backend.close();
+  }
+}

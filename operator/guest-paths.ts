@@ -1,0 +1,36 @@
+// The /dev/disk/by-id names a Linux guest's udev creates for a vhba disk.
+//
+// What vhba exposes (hba/scsi, SPC-4 §7.8.6): VPD 0x83 carries a NAA
+// designator (the WWN; designator type 3) and a T10 vendor ID designator
+// ("VHBA    " + serial; type 1); VPD 0x80 carries the serial.
+//
+// What the guest does (systemd 252, rules.d/60-persistent-storage.rules, no
+// sg3-utils-udev installed): `scsi_id --export --whitelisted` imports
+//   ID_SERIAL = <designator type as one hex digit> + <designator as lowercase hex>
+// choosing, in scsi_id's preference order (scsi_serial.c id_search_list),
+// NAA IEEE registered extended (6), NAA IEEE registered (5), any other NAA
+// (2, 3), then EUI-64, then T10 vendor ID. Our NAA designator always wins, so
+// ID_SERIAL = "3" + wwn hex, and the rules add
+//   disk/by-id/scsi-$ID_SERIAL             → scsi-3<wwn hex>
+//   disk/by-id/wwn-$ID_WWN_WITH_EXTENSION  → wwn-0x<wwn hex>  (NAA 6: all 32 digits)
+//
+// Not predicted here (they depend on optional packages or rule versions):
+// sg3-utils-udev's 55-scsi-sg3_id.rules adds scsi-S<vendor>_<product>_<serial>
+// style and scsi-1<T10 designator> links. Another check in a real guest
+// (test/e2e) is the authority; adjust this function if it disagrees.
+
+/** The identity a disk shows in VPD pages 0x80 and 0x83. */
+export interface DiskIdentity {
+  serial: string;
+  /** Lowercase (or any case) hex, with or without 0x. */
+  wwn: string;
+}
+
+/** Directory of the names. */
+export const BY_ID_DIR = '/dev/disk/by-id';
+
+/** The by-id paths, most specific first: scsi-3<wwn>, wwn-0x<wwn>. */
+export function predictGuestPaths(identity: DiskIdentity): string[] {
+  const hex = identity.wwn.replace(/^0[xX]/, '').toLowerCase();
+  return [`${BY_ID_DIR}/scsi-3${hex}`, `${BY_ID_DIR}/wwn-0x${hex}`];
+}

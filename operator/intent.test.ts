@@ -1,0 +1,24 @@
+import { describe, expect, it } from 'vitest';
+import { validateVirtualDisk } from './api/validate.ts';
+import { intentFromDisk } from './intent.ts';
+
+function disk(extra: Record<string, unknown> = {}) {
+  const r = validateVirtualDisk({
+    apiVersion: 'vhba.io/v1alpha1', kind: 'VirtualDisk', metadata: { name: 'd', namespace: 'ns', uid: 'u-1' },
+    spec: { vmName: 'vm', capacity: '1Gi', source: { file: { path: 'd.img' } }, ...extra },
+  });
+  if (!r.ok) throw new Error(JSON.stringify(r.errors));
+  return r.disk;
+}
+
+describe('intentFromDisk', () => {
+  it('serve mode: seed is namespace/name, VM is spec.vmName', () => {
+    expect(intentFromDisk(disk())).toEqual({ key: 'ns/d', identitySeed: 'ns/d', vmName: 'vm', ioProfile: 'shared' });
+  });
+
+  it('operator mode: seed is the UID, VM is namespace/vmName; pins and identity carried', () => {
+    expect(intentFromDisk(disk({ serial: 'S', wwn: '0x5000000000000001', address: { target: 2, lun: 3 } }), 'operator')).toEqual({
+      key: 'ns/d', identitySeed: 'u-1', vmName: 'ns/vm', ioProfile: 'shared', serial: 'S', wwn: '5000000000000001', address: { target: 2, lun: 3 },
+    });
+  });
+});

@@ -1,0 +1,22 @@
+// From validated VirtualDisks to the planner's input. Pure.
+import type { NormalizedVirtualDisk } from './api/virtualdisk.ts';
+import type { DiskIntent } from './planner.ts';
+
+/** How a disk's identity seed and VM identity are chosen:
+ *  - 'serve': seed = "namespace/name", VM = spec.vmName (one socket directory per VM name);
+ *  - 'operator': seed = metadata.uid (falls back to the key), VM = "namespace/vmName". */
+export type IntentMode = 'serve' | 'operator';
+
+/** The planner's view of one disk. */
+export function intentFromDisk(disk: NormalizedVirtualDisk, mode: IntentMode = 'serve'): DiskIntent {
+  const intent: DiskIntent = {
+    key: disk.key,
+    identitySeed: mode === 'operator' ? (disk.uid ?? disk.key) : disk.key,
+    vmName: mode === 'operator' ? `${disk.namespace}/${disk.vmName}` : disk.vmName,
+    ioProfile: disk.ioProfile,
+  };
+  if (disk.address !== undefined) intent.address = { ...disk.address };
+  if (disk.serial !== undefined) intent.serial = disk.serial;
+  if (disk.wwn !== undefined) intent.wwn = disk.wwn;
+  return intent;
+}

@@ -1,0 +1,149 @@
+// The stored objects the reconciler reads and writes, as any Store holds
+// them: VirtualDisks (with the metadata optimistic concurrency needs) and the
+// volume claims the operator creates for them (PersistentVolumeClaims in
+// Kubernetes). Plus the pure helpers that tie the two together: the claim's
+// deterministic name, its annotations, and the assignment a status records.
+import { IO_PROFILES, normalizeWwn, type VirtualDiskSpec, type VirtualDiskStatus } from './api/virtualdisk.ts';
+import type { Assignment, DiskPlanResult } from './planner.ts';
+
+/** The finalizer the operator puts on every VirtualDisk before anything else. */
+export const FINALIZER = 'vhba.io/release-address';
+
+/** Annotations on a claim carrying the assignment for the CSI plugin. */
+export const ANNOTATIONS = {
+  vm: 'vhba.io/vm',
+  controller: 'vhba.io/controller',
+  target: 'vhba.io/target',
+  lun: 'vhba.io/lun',
+  serial: 'vhba.io/serial',
+  wwn: 'vhba.io/wwn',
+  /** The VirtualDisk's name (the claim's name is derived from its UID). */
+  disk: 'vhba.io/disk',
+  /** source.file.path, when the disk names one (resolved by the CSI plugin). */
+  sourceFile: 'vhba.io/source-file',
+} as const;
+
+/** Label on every claim the operator creates (the claim informer's selector). */
+export const MANAGED_BY_LABEL = { key: 'app.kubernetes.io/managed-by', value: 'vhba-operator' } as const;
+
+/** StorageClass used when a disk names none. */
+export const DEFAULT_STORAGE_CLASS = 'vhba';
+
+/** Object metadata as stored (subset). */
+export interface StoredMeta {
+  name: string;
+  namespace: string;
+  uid: string;
+  resourceVersion: string;
+  generation?: number;
+  finalizers?: string[];
+  deletionTimestamp?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+  ownerReferences?: OwnerReference[];
+  creationTimestamp?: string;
+}
+
+/** metav1.OwnerReference. */
+export interface OwnerReference {
+  apiVersion: string;
+  kind: string;
+  name: string;
+  uid: string;
+  controller?: boolean;
+  blockOwnerDeletion?: boolean;
+}
+
+/** A VirtualDisk as stored. spec is unknown-shaped until validated. */
+export interface DiskObject {
+  apiVersion: string;
+  kind: string;
+  metadata: StoredMeta;
+  spec: VirtualDiskSpec;
+  status?: VirtualDiskStatus & Record<string, unknown>;
+}
+
+/** A volume claim as stored (a PersistentVolumeClaim in Kubernetes). */
+export interface ClaimObject {
+  metadata: StoredMeta;
+  /** Requested bytes. */
+  requestBytes: number;
+  storageClassName?: string;
+  /** The bound volume (pvc.spec.volumeName), if any. */
+  volumeName?: string;
+}
+
+/** A claim to create. */
+export interface ClaimSpec {
+  namespace: string;
+  name: string;
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+  owner: OwnerReference;
+  storageClassName: string;
+  requestBytes: number;
+}
+
+/** "namespace/name". */
+export function objectKey(meta: { namespace: string; name: string }): string {
+  return `${meta.namespace}/${meta.name}`;
+}
+
+/** The planner's VM identity of a disk: "namespace/vmName" (operator mode). */
+export function vmKeyOf(disk: DiskObject): string {
+  const vm = typeof disk.spec?.vmName === 'string' ? disk.spec.vmName : '';
+  return `${disk.metadata.namespace}/${vm}`;
+}
+
+/** Name of the claim the operator creates for a disk: "vhba-" + UID. Derived
+ * from the UID so a disk deleted and recreated under the same name never
+ * inherits the old claim (the old one is garbage-collected with its owner). */
+export function claimNameFor(disk: DiskObject): string {
+  return `vhba-${disk.metadata.uid}`;
+}
+
+/** The assignment a disk's status records, or undefined when it has none (or
+ * it is malformed). vmName comes from the spec (immutable by a CEL rule). */
+export function assignmentFromStatus(disk: DiskObject): Assignment | undefined {
+  const status = disk.status;
+  const address = status?.address;
+  if (status === undefined || address === undefined || typeof status.serial !== 'string' || typeof status.wwn !== 'string') return undefined;
+  const int = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+  if (!int(address.controller) || !int(address.target) || !int(address.lun)) return undefined;
+  const wwn = normalizeWwn(status.wwn);
+  if (!/^[0-9a-f]{16}([0-9a-f]{16})?$/.test(wwn)) return undefined;
+  const recorded = status.ioProfile ?? disk.spec?.ioProfile ?? 'shared';
+  if (!IO_PROFILES.includes(recorded)) return undefined;
+  return {
+    key: objectKey(disk.metadata), vmName: vmKeyOf(disk), ioProfile: recorded,
+    controller: address.controller, target: address.target, lun: address.lun, serial: status.serial, wwn,
+  };
+}
+
+/** The annotations a claim carries for an assigned disk. */
+export function claimAnnotations(disk: DiskObject, result: DiskPlanResult): Record<string, string> {
+  const a = result.address;
+  const annotations: Record<string, string> = {
+    [ANNOTATIONS.disk]: disk.metadata.name,
+    [ANNOTATIONS.vm]: String(disk.spec.vmName),
+    [ANNOTATIONS.controller]: String(a?.controller ?? ''),
+    [ANNOTATIONS.target]: String(a?.target ?? ''),
+    [ANNOTATIONS.lun]: String(a?.lun ?? ''),
+    [ANNOTATIONS.serial]: result.serial,
+    [ANNOTATIONS.wwn]: `0x${result.wwn}`,
+  };
+  const source = disk.spec.source;
+  if (source !== undefined && 'file' in source) annotations[ANNOTATIONS.sourceFile] = source.file.path;
+  return annotations;
+}
+
+/** Owner reference from a claim to its VirtualDisk (garbage collection, and
+ * the proof that a claim is ours). */
+export function ownerReferenceTo(disk: DiskObject): OwnerReference {
+  return { apiVersion: disk.apiVersion, kind: disk.kind, name: disk.metadata.name, uid: disk.metadata.uid, controller: true, blockOwnerDeletion: true };
+}
+
+/** Whether `claim` is owned by `disk` (controller owner reference with its UID). */
+export function isOwnedBy(claim: ClaimObject, disk: DiskObject): boolean {
+  return (claim.metadata.ownerReferences ?? []).some((o) => o.uid === disk.metadata.uid && o.controller === true);
+}
