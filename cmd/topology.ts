@@ -107,15 +107,20 @@ export async function loadTopology(configPath: string, dirs: Dirs): Promise<Topo
   const loaded = await loadManifests(configPath);
   if (loaded.errors.length > 0) return { ok: false, errors: loaded.errors };
   const current: Map<string, Assignment> = await loadAssignmentsFile(assignmentsPath(dirs));
+  return { ok: true, topology: topologyFromDisks(loaded.disks.map((l) => l.disk), current, dirs) };
+}
+
+/** Plans valid disks against `current` assignments and builds each VM's view (pure). */
+export function topologyFromDisks(disks: readonly NormalizedVirtualDisk[], current: ReadonlyMap<string, Assignment>, dirs: Dirs): Topology {
   const skipped: SkippedDisk[] = [];
   const served: NormalizedVirtualDisk[] = [];
-  for (const { disk } of loaded.disks) {
+  for (const disk of disks) {
     const reason = unsupportedReason(disk);
     if (reason === undefined) served.push(disk);
     else skipped.push({ key: disk.key, vmName: disk.vmName, reason: 'Unsupported', message: reason });
   }
   const plan = planAssignments(served.map((d) => intentFromDisk(d, 'serve')), current);
-  return { ok: true, topology: { vms: buildVms(served, plan, dirs, skipped), skipped, plan } };
+  return { vms: buildVms(served, plan, dirs, skipped), skipped, plan };
 }
 
 function buildVms(disks: NormalizedVirtualDisk[], plan: Plan, dirs: Dirs, skipped: SkippedDisk[]): GuestVm[] {

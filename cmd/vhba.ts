@@ -13,6 +13,12 @@ Commands:
   serve       serve VirtualDisk manifests to QEMU (standalone mode)
   qemu-args   print the QEMU arguments that connect a VM to its controllers
   csi         run the CSI plugin (controller, node or both)
+  operator    reconcile VirtualDisks in a Kubernetes cluster
+  engine      run the HBA engine with its control API
+  ls          list a running engine's controllers and LUNs
+  attach      hotplug a LUN into a running engine
+  detach      hot-unplug a LUN
+  resize      grow a LUN
   help        show help for a command
 
 Run 'vhba <command> --help' for a command's options.`;
@@ -23,6 +29,12 @@ const COMMANDS: Record<string, { usage: () => Promise<string>; run: (argv: strin
   serve: { usage: async () => SERVE_USAGE, run: (argv) => runServe(argv) },
   'qemu-args': { usage: async () => QEMU_ARGS_USAGE, run: (argv) => runQemuArgs(argv) },
   csi: { usage: async () => (await import('./csi.ts')).CSI_USAGE, run: async (argv) => (await import('./csi.ts')).runCsi(argv) },
+  operator: { usage: async () => (await import('./operator.ts')).OPERATOR_USAGE, run: async (argv) => (await import('./operator.ts')).runOperator(argv) },
+  engine: { usage: async () => (await import('./engine.ts')).ENGINE_USAGE, run: async (argv) => (await import('./engine.ts')).runEngine(argv) },
+  ls: { usage: async () => (await import('./ls.ts')).LS_USAGE, run: async (argv) => (await import('./ls.ts')).runLs(argv) },
+  attach: { usage: async () => (await import('./lun-verbs.ts')).ATTACH_USAGE, run: async (argv) => (await import('./lun-verbs.ts')).runAttach(argv) },
+  detach: { usage: async () => (await import('./lun-verbs.ts')).DETACH_USAGE, run: async (argv) => (await import('./lun-verbs.ts')).runDetach(argv) },
+  resize: { usage: async () => (await import('./lun-verbs.ts')).RESIZE_USAGE, run: async (argv) => (await import('./lun-verbs.ts')).runResize(argv) },
 };
 
 /** Runs the CLI with `argv` (without node and script); returns the exit code. */

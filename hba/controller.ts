@@ -6,8 +6,9 @@
 import { lstat, mkdir, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type pino from 'pino';
-import type { NativeBinding, UnixConnection, UnixListener, VirtioDevice } from './native/index.ts';
-import { VirtioScsiDevice } from './virtio-scsi/device.ts';
+import type { FastPathDevices } from './fastpath.ts';
+import type { NativeBinding, NativeVirtioDevice, UnixConnection, UnixListener, VirtioDevice } from './native/index.ts';
+import { VirtioScsiDevice, type RequestQueueStats } from './virtio-scsi/device.ts';
 import type { TargetLookup } from './virtio-scsi/tasks.ts';
 import { MAX_MEM_TABLE_REGIONS } from './vhost-user/protocol.ts';
 import { VhostUserSession } from './vhost-user/session.ts';
@@ -26,6 +27,11 @@ export interface ControllerConfig {
   /** Largest chain (readable + writable bytes); default 32 MiB + 64 KiB,
    * enough for QEMU's default max_sectors of 0xFFFF plus headers. */
   maxChainBytes?: number;
+  /** Offer VHOST_USER_PROTOCOL_F_CONFIG (QEMU's vhost-user-scsi-pci does not use it). */
+  offerConfig?: boolean;
+  /** The native data path (issue 4, hba/fastpath.ts): told about each
+   * connection's device so the controller's file LUNs are served natively. */
+  fastPath?: FastPathDevices;
 }
 
 const DEFAULT_MAX_CHAIN_BYTES = 0xffff * 512 + 64 * 1024;
@@ -79,6 +85,30 @@ export class VhostUserScsiController {
     return this.#active?.scsi ?? null;
   }
 
+  // --- topology events for the connected guest (virtio 1.2 §5.6.6.3) ------
+  // Without a front-end nothing is sent: a guest that connects later scans
+  // the bus itself. Each returns whether an event was raised.
+
+  /** A LUN was attached: TRANSPORT_RESET / RESCAN. */
+  lunAdded(target: number, lun: number): boolean {
+    return this.#active?.scsi.lunAdded(target, lun) ?? false;
+  }
+
+  /** A LUN was detached: TRANSPORT_RESET / REMOVED. */
+  lunRemoved(target: number, lun: number): boolean {
+    return this.#active?.scsi.lunRemoved(target, lun) ?? false;
+  }
+
+  /** A LUN's capacity changed: PARAM_CHANGE with CAPACITY DATA HAS CHANGED (2Ah/09h). */
+  capacityChanged(target: number, lun: number): boolean {
+    return this.#active?.scsi.lunParametersChanged(target, lun, 0x2a, 0x09) ?? false;
+  }
+
+  /** Per request queue counters of the active connection (empty without one). */
+  requestQueueStats(): RequestQueueStats[] {
+    return this.#active?.scsi.requestQueueStats() ?? [];
+  }
+
   /** Resolves when the active session has handled every message received so far. */
   async settled(): Promise<void> {
     await this.#active?.session.settled();
@@ -120,8 +150,9 @@ export class VhostUserScsiController {
       logger: log,
       complete: (queue, head, data) => device.complete(queue, head, data),
       onViolation: (reason) => session?.fail(reason),
+      negotiatedFeatures: () => session?.ackedFeatures ?? 0n,
     });
-    const device: VirtioDevice = cfg.native.createDevice({
+    const device: NativeVirtioDevice = cfg.native.createDevice({
       numQueues: scsi.numQueues,
       maxQueueSize: cfg.maxQueueSize,
       maxChainBytes: cfg.maxChainBytes ?? DEFAULT_MAX_CHAIN_BYTES,
@@ -131,9 +162,10 @@ export class VhostUserScsiController {
       },
       onError: (queue, reason) => session?.fail(`virtqueue ${queue}: ${reason}`),
     });
-    session = new VhostUserSession({ connection: conn, device, model: scsi, logger: log, closeFd: (fd) => cfg.native.closeFd(fd) });
+    session = new VhostUserSession({ connection: conn, device, model: scsi, logger: log, closeFd: (fd) => cfg.native.closeFd(fd), offerConfig: cfg.offerConfig ?? false });
     const active: ActiveConnection = { connection: conn, session, device, scsi };
     this.#active = active;
+    cfg.fastPath?.attachDevice(device); // native fast path: register the LUNs before any ring starts
     try {
       const peer = conn.peerCredentials();
       log.info({ peer }, 'front-end connected');
@@ -146,6 +178,8 @@ export class VhostUserScsiController {
       (reason) => {
         s.connectionClosed(reason);
         if (this.#active === active) this.#active = null;
+        // Native fast path: the device's queues are stopped; unregister its LUNs.
+        cfg.fastPath?.detachDevice(device).catch((err: unknown) => log.warn({ err }, 'fast path: detaching the device failed'));
       },
     );
   }

@@ -44,6 +44,9 @@ export interface ControllerInfo {
   /** Whether a front-end (QEMU) is connected and the device is running. */
   connected: boolean;
   luns: LunInfo[];
+  /** Per request queue of the current connection: commands popped so far and
+   * still running (absent while no front-end is connected). */
+  requestQueues?: { queue: number; commands: number; inFlight: number }[];
 }
 
 export interface Engine {

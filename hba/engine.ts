@@ -2,37 +2,30 @@
 // vhost-user-scsi controller with its socket, targets created on demand and
 // LUNs (LogicalUnit over a FileBackend or MemoryBackend). Operations on one
 // controller are serialized; different controllers proceed independently.
-// Hotplug events for attach/detach/resize while a guest runs come with the
-// live-topology work; here the topology simply changes under the guest.
+// The topology is live (virtio 1.2 §5.6.6.3): with a guest connected, attach
+// raises TRANSPORT_RESET/RESCAN for the new LUN and detach TRANSPORT_RESET/
+// REMOVED (F_HOTPLUG), resize raises CAPACITY DATA HAS CHANGED on the LU and
+// PARAM_CHANGE 2Ah/09h (F_CHANGE); adding or removing a LUN raises REPORTED
+// LUNS DATA HAS CHANGED on the target's other LUs (ScsiTarget.attach/detach).
+// A detached LUN stops taking commands at once (later ones get the target's
+// LOGICAL UNIT NOT SUPPORTED, or BAD_TARGET once the target is empty); its
+// backing closes after the commands already running have finished.
 import { isDeepStrictEqual } from 'node:util';
 import pino from 'pino';
 import { FileBackend } from './backends/file.ts';
 import { MemoryBackend } from './backends/memory.ts';
 import { VhostUserScsiController, type ControllerNative } from './controller.ts';
 import { MAX_LUNS_PER_TARGET, MAX_TARGETS, type ControllerInfo, type ControllerOptions, type Engine, type LunInfo, type LunSpec } from './engine-api.ts';
+import { EngineError } from './engine-errors.ts';
+import { FastPath } from './fastpath.ts';
 import { native as realNative } from './native/index.ts';
 import { LogicalUnit } from './scsi/logical-unit.ts';
 import { ScsiTarget } from './scsi/target.ts';
 import type { BlockBackend } from './scsi/types.ts';
 import type { TargetPort } from './virtio-scsi/tasks.ts';
 
-/** Error kinds callers map to their own codes (gRPC, CLI exit status). */
-export const EngineErrorCode = {
-  INVALID_ARGUMENT: 'INVALID_ARGUMENT',
-  NOT_FOUND: 'NOT_FOUND',
-  ALREADY_EXISTS: 'ALREADY_EXISTS',
-} as const;
-export type EngineErrorCode = (typeof EngineErrorCode)[keyof typeof EngineErrorCode];
-
-/** An engine operation refused for a reason the caller can act on. */
-export class EngineError extends Error {
-  override name = 'EngineError';
-  readonly code: EngineErrorCode;
-  constructor(code: EngineErrorCode, message: string) {
-    super(message);
-    this.code = code;
-  }
-}
+export { EngineError } from './engine-errors.ts';
+export type { EngineErrorCode } from './engine-errors.ts';
 
 /** Test seams: the native addon and how a backing is opened. */
 export interface EngineDeps {
@@ -53,6 +46,8 @@ interface ControllerEntry {
   targets: Map<number, ScsiTarget>;
   ports: Map<number, TargetPort>;
   luns: Map<string, AttachedLun>;
+  /** The native data path's view of the LUNs (issue 4, hba/fastpath.ts). */
+  fastPath: FastPath;
   /** Set by deleteController; queued operations then find nothing. */
   deleted: boolean;
   /** Tail of this controller's operation queue. */
@@ -131,7 +126,7 @@ class VhbaEngine implements Engine {
       for (const other of this.#controllers.values()) {
         if (other.options.socketPath === options.socketPath) throw new EngineError('ALREADY_EXISTS', `socket ${options.socketPath} is used by controller ${other.options.id}`);
       }
-      const entry: ControllerEntry = { options, controller: undefined as never, targets: new Map(), ports: new Map(), luns: new Map(), deleted: false, lock: Promise.resolve() };
+      const entry: ControllerEntry = { options, controller: undefined as never, targets: new Map(), ports: new Map(), luns: new Map(), fastPath: new FastPath(this.#log), deleted: false, lock: Promise.resolve() };
       entry.controller = new VhostUserScsiController({
         id: options.id,
         socketPath: options.socketPath,
@@ -140,6 +135,7 @@ class VhbaEngine implements Engine {
         targets: (t) => entry.ports.get(t),
         logger: this.#log,
         native: this.#native,
+        fastPath: entry.fastPath,
       });
       await entry.controller.start();
       this.#controllers.set(options.id, entry);
@@ -196,8 +192,10 @@ class VhbaEngine implements Engine {
         entry.ports.set(spec.target, portFor(target));
       }
       target.attach(spec.lun, unit);
+      entry.fastPath.addLun(spec.target, spec.lun, unit); // native fast path for file LUNs
       entry.luns.set(key, { spec: structuredClone(spec), unit });
-      this.#log.info({ controller: controllerId, target: spec.target, lun: spec.lun, backing: spec.backing }, 'LUN attached');
+      const event = entry.controller.lunAdded(spec.target, spec.lun);
+      this.#log.info({ controller: controllerId, target: spec.target, lun: spec.lun, backing: spec.backing, event }, 'LUN attached');
     });
   }
 
@@ -209,14 +207,20 @@ class VhbaEngine implements Engine {
       const attached = entry.luns.get(key);
       if (!attached) return;
       entry.luns.delete(key);
+      // Native fast path first: its commands finish; meanwhile new ones go through the LU below.
+      await entry.fastPath.removeLun(target, lun);
+      // From here on new commands no longer find the LU; running ones hold it.
       const scsiTarget = entry.targets.get(target);
       scsiTarget?.detach(lun);
       if (scsiTarget && scsiTarget.size === 0) {
         entry.targets.delete(target);
         entry.ports.delete(target);
       }
+      const event = entry.controller.lunRemoved(target, lun);
+      const inFlight = attached.unit.inFlight;
+      // LogicalUnit.close waits for the running commands, then closes the backing.
       await this.#closeUnit(attached);
-      this.#log.info({ controller: controllerId, target, lun }, 'LUN detached');
+      this.#log.info({ controller: controllerId, target, lun, event, drained: inFlight }, 'LUN detached');
     });
   }
 
@@ -226,10 +230,16 @@ class VhbaEngine implements Engine {
       const attached = entry.luns.get(lunKey(target, lun));
       if (!attached) throw new EngineError('NOT_FOUND', `controller ${controllerId} has no target ${target} lun ${lun}`);
       checkSize(sizeBytes, attached.spec.params.logicalBlockSize);
-      if (attached.spec.backing.sizeBytes === sizeBytes) return;
+      const current = attached.spec.backing.sizeBytes;
+      if (current === sizeBytes) return;
+      if (sizeBytes < current) {
+        throw new EngineError('FAILED_PRECONDITION', `controller ${controllerId} target ${target} lun ${lun}: shrinking from ${current} to ${sizeBytes} bytes would cut off data the guest may use; only growing is allowed`);
+      }
+      // Raises CAPACITY DATA HAS CHANGED on the LU (SBC-3 §4.9), then tells the driver.
       await attached.unit.resize(sizeBytes);
       attached.spec.backing.sizeBytes = sizeBytes;
-      this.#log.info({ controller: controllerId, target, lun, sizeBytes }, 'LUN resized');
+      const event = entry.controller.capacityChanged(target, lun);
+      this.#log.info({ controller: controllerId, target, lun, sizeBytes, event }, 'LUN resized');
     });
   }
 
@@ -253,6 +263,7 @@ class VhbaEngine implements Engine {
       luns: [...entry.luns.values()]
         .sort((a, b) => a.spec.target - b.spec.target || a.spec.lun - b.spec.lun)
         .map((a): LunInfo => ({ ...structuredClone(a.spec), ...a.unit.stats() })),
+      ...(entry.controller.connected ? { requestQueues: entry.controller.requestQueueStats() } : {}),
     }));
   }
 

@@ -41,6 +41,11 @@ USERLAND_PACKAGES=(busybox-static dash udev sg3-utils fio util-linux kmod e2fspr
 UTIL_LINUX_BINS=(/usr/bin/lsblk /usr/sbin/blockdev /usr/sbin/blkid /usr/bin/findmnt)
 KMOD_LINKS=(modprobe insmod rmmod lsmod depmod modinfo)
 
+# One build at a time per cache (test processes may start it concurrently).
+mkdir -p "$cache_root"
+exec 9>"$cache_root/guest.lock"
+flock 9
+
 # --- inputs -----------------------------------------------------------------
 bash "$repo/scripts/setup-host.sh" >/dev/null
 
@@ -90,6 +95,7 @@ deb="$debs/${kpkg}_${kpkg_version//:/%3a}_amd64.deb"
 if [[ ! -f "$deb" ]]; then
   log "apt-get download $kpkg=$kpkg_version"
   (cd "$debs" && apt-get download -q -o APT::Sandbox::User=root "$kpkg=$kpkg_version")
+  find "$debs" -name 'linux-image-*.deb' ! -name "$(basename "$deb")" -delete
 fi
 log "extracting $(basename "$deb")"
 dpkg-deb -x "$deb" "$work/kernel"

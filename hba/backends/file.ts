@@ -110,6 +110,13 @@ export class FileBackend implements BlockBackend {
     return this.#size;
   }
 
+  /** The open descriptors, for the native fast path (hba/fastpath.ts
+   * duplicates them); undefined once closed. dsyncFd is -1 when read-only. */
+  nativeFds(): { fd: number; dsyncFd: number } | undefined {
+    if (this.#closed) return undefined;
+    return { fd: this.#file.fd, dsyncFd: this.#dsync?.fd ?? -1 };
+  }
+
   /** Positional read; bytes past the end of the file (a read-only image
    * smaller than its capacity) read as zeros. */
   async read(offset: number, length: number): Promise<Buffer> {

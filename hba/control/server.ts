@@ -4,7 +4,7 @@
 // work, and engine errors that carry a gRPC code keep it.
 import * as grpc from '@grpc/grpc-js';
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
-import { dirname, isAbsolute } from 'node:path';
+import { dirname, isAbsolute, relative, resolve, sep } from 'node:path';
 import type { Logger } from 'pino';
 import { addService, GrpcError } from '../../protos/grpc.ts';
 import {
@@ -90,9 +90,21 @@ export interface ControlServer {
   close(): Promise<void>;
 }
 
+/** Options of startControlServer. */
+export interface ControlServerOptions {
+  /** When set, CreateController accepts only socket paths inside this directory. */
+  socketRoot?: string;
+}
+
+/** Whether `path` lies strictly inside `root` (both resolved; no `..` escape). */
+export function isInside(root: string, path: string): boolean {
+  const rel = relative(resolve(root), resolve(path));
+  return rel !== '' && !rel.startsWith(`..${sep}`) && rel !== '..' && !isAbsolute(rel);
+}
+
 /** Serves the EngineService for `engine` on a unix socket (mode 0600 inside a
  * directory created 0700 when missing). */
-export async function startControlServer(engine: Engine, socketPath: string, log?: Logger): Promise<ControlServer> {
+export async function startControlServer(engine: Engine, socketPath: string, log?: Logger, options: ControlServerOptions = {}): Promise<ControlServer> {
   mkdirSync(dirname(socketPath), { recursive: true, mode: 0o700 });
   rmSync(socketPath, { force: true });
   const server = new grpc.Server();
@@ -103,6 +115,9 @@ export async function startControlServer(engine: Engine, socketPath: string, log
       async createController(req) {
         if (!req.id) invalid('id is required');
         if (!isAbsolute(req.socketPath)) invalid(`socket_path ${JSON.stringify(req.socketPath)} must be absolute`);
+        if (options.socketRoot !== undefined && !isInside(options.socketRoot, req.socketPath)) {
+          invalid(`socket_path ${JSON.stringify(req.socketPath)} must be inside the engine's socket directory ${options.socketRoot}`);
+        }
         if (req.numRequestQueues > 16) invalid(`num_request_queues ${req.numRequestQueues} is too large: at most 16`);
         if (req.maxQueueSize !== 0 && (req.maxQueueSize & (req.maxQueueSize - 1)) !== 0) invalid('max_queue_size must be a power of two');
         await engine
@@ -167,6 +182,7 @@ export async function startControlServer(engine: Engine, socketPath: string, log
               bytesRead: BigInt(l.bytesRead),
               bytesWritten: BigInt(l.bytesWritten),
             })),
+            requestQueues: (c.requestQueues ?? []).map((q) => ({ queue: q.queue, commands: BigInt(q.commands), inFlight: q.inFlight })),
           })),
         };
       },

@@ -9,6 +9,7 @@
         "src/fd_util.cc",
         "src/guest_memory.cc",
         "src/message_reader.cc",
+        "src/scsi_fastpath.cc",
         "src/system_binding.cc",
         "src/unix_socket.cc",
         "src/virtqueue.cc"

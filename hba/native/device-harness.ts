@@ -1,6 +1,6 @@
 // Test harness for the native VirtioDevice: a device with recording
 // callbacks plus a mock driver (guest memory + queue) wired to it.
-import { native, type PoppedChain, type VirtioDevice } from './index.ts';
+import { native, type NativeVirtioDevice, type PoppedChain } from './index.ts';
 import { MockGuestMemory, MockSplitQueue, type MockGuestMemoryOptions } from '../virtio/mock-driver.ts';
 import { VirtioFeature } from '../virtio/ring-layout.ts';
 
@@ -9,7 +9,7 @@ export const DEFAULT_FEATURES = VirtioFeature.VERSION_1 | VirtioFeature.RING_IND
 
 /** A device whose callbacks record what they get. */
 export interface RecordingDevice {
-  device: VirtioDevice;
+  device: NativeVirtioDevice;
   /** Every onChains batch in arrival order. */
   batches: PoppedChain[][];
   /** Every chain of every batch. */
@@ -27,7 +27,7 @@ export interface RecordingDeviceOptions {
 
 /** createDevice with recording callbacks. */
 export function createRecordingDevice(options: RecordingDeviceOptions = {}): RecordingDevice {
-  const rec: RecordingDevice = { device: undefined as unknown as VirtioDevice, batches: [], chains: [], errors: [] };
+  const rec: RecordingDevice = { device: undefined as unknown as NativeVirtioDevice, batches: [], chains: [], errors: [] };
   rec.device = native.createDevice({
     numQueues: options.numQueues ?? 2,
     maxQueueSize: options.maxQueueSize ?? 256,

@@ -6,8 +6,9 @@
 // Division of labour:
 //  - C++ owns everything that touches raw fds and guest memory: unix-socket
 //    I/O with SCM_RIGHTS, mmap of guest memory regions, eventfds, the split
-//    virtqueues (descriptor-chain walk, used ring, notifications), and (later)
-//    the READ/WRITE fast path.
+//    virtqueues (descriptor-chain walk, used ring, notifications), and the
+//    READ/WRITE/SYNCHRONIZE CACHE fast path on virtio-scsi request queues
+//    (VirtioDevice.setLun; hba/fastpath.ts keeps it in step with hba/scsi).
 //  - TypeScript owns the vhost-user message codec and session state machine,
 //    virtio-scsi framing and the SCSI target.
 import { createRequire } from 'node:module';
@@ -85,6 +86,13 @@ export interface DeviceOptions {
   maxRegions: number;
   /** Called on the main loop with a batch of popped chains. */
   onChains: (chains: PoppedChain[]) => void;
+  /** Most chains a queue worker pops per round before publishing the round's
+   * fast-path completions with one notification. Default 32; the environment
+   * variable VHBA_COMPLETION_BATCH overrides the default (benchmarking). */
+  completionBatch?: number;
+  /** µs a queue worker keeps polling the avail ring after it ran dry before
+   * sleeping on the kick eventfd. Default 0; VHBA_POLL_MICROS overrides. */
+  pollMicros?: number;
   /** Called on the main loop when the guest violated the virtio protocol on a
    * queue (descriptor loop, address outside memory, ...). The queue is stopped;
    * the owner closes the connection. */
@@ -119,13 +127,78 @@ export interface VirtioDevice {
   queueState(queue: number): { started: boolean; size: number; lastAvail: number; usedIdx: number; inFlight: number };
 }
 
+/** A LUN the native fast path may serve (see VirtioDevice.setLun). */
+export interface NativeLunConfig {
+  /** Backing file for reads, cached writes and fdatasync; duplicated. */
+  fd: number;
+  /** The same file opened O_DSYNC, for FUA writes and writes with WCE=0;
+   * duplicated; -1 only for a read-only LUN. */
+  dsyncFd: number;
+  /** Logical block size, 512 or 4096. */
+  blockSize: number;
+  /** Capacity in logical blocks. */
+  blockCount: bigint | number;
+  /** VPD B0h MAXIMUM TRANSFER LENGTH; longer transfers go to JS. */
+  maxTransferBlocks: number;
+  readOnly: boolean;
+  writeCacheEnabled: boolean;
+  /** Served natively only while true (false: every command goes to JS). */
+  eligible: boolean;
+}
+
+/** The mutable part of a registered LUN; omitted fields keep their value. */
+export interface NativeLunUpdate {
+  blockCount?: bigint | number;
+  readOnly?: boolean;
+  writeCacheEnabled?: boolean;
+  eligible?: boolean;
+}
+
+/** Commands the fast path executed on one LUN (monotonic). Reads and writes
+ * count successful commands, as LogicalUnit.stats() does. */
+export interface NativeLunCounters {
+  reads: number;
+  writes: number;
+  bytesRead: number;
+  bytesWritten: number;
+  flushes: number;
+  /** Commands answered with MEDIUM ERROR (the file I/O failed). */
+  errors: number;
+}
+
+/** The fast-path part of a VirtioDevice. On request queues (index >= 2) the
+ * queue worker executes READ(10/16), WRITE(10/16) (FUA honoured) and
+ * SYNCHRONIZE CACHE(10/16) addressed to an eligible registered LUN itself,
+ * with preadv/pwritev straight between the file and guest memory, and
+ * answers write-protect and LBA-out-of-range failures with CHECK CONDITION;
+ * every other chain reaches onChains as before. No JS call per I/O. */
+export interface FastPathLuns {
+  /** Registers a LUN (throws if the address is taken or the config is bad). */
+  setLun(target: number, lun: number, config: NativeLunConfig): void;
+  /** Changes a registered LUN's state (throws if absent). Takes effect for
+   * commands popped afterwards. */
+  updateLun(target: number, lun: number, update: NativeLunUpdate): void;
+  /** Unregisters a LUN; resolves, with its final counters, once no native
+   * command uses it any more (undefined if it was not registered). The
+   * duplicated fds are closed then. */
+  removeLun(target: number, lun: number): Promise<NativeLunCounters | undefined>;
+  /** Resolves once the native commands holding the LUN now have finished
+   * (with eligible false first: a quiesce point, e.g. before a resize). */
+  drainLun(target: number, lun: number): Promise<void>;
+  /** The LUN's counters, or undefined if it is not registered. */
+  lunCounters(target: number, lun: number): NativeLunCounters | undefined;
+}
+
+/** What createDevice returns: the device plus its fast-path LUN table. */
+export interface NativeVirtioDevice extends VirtioDevice, FastPathLuns {}
+
 export interface NativeBinding {
   abiVersion: number;
   listenUnix(path: string, mode: number, onConnection: (conn: UnixConnection) => void): UnixListener;
   connectUnix(path: string): UnixConnection;
   /** A connected socketpair, for tests. */
   socketPair(): [UnixConnection, UnixConnection];
-  createDevice(options: DeviceOptions): VirtioDevice;
+  createDevice(options: DeviceOptions): NativeVirtioDevice;
   /** Anonymous shared memory (memfd_create + ftruncate + mmap MAP_SHARED),
    * for test drivers and the benchmark frontend. The ArrayBuffer stays valid
    * while the returned object is referenced. */

@@ -35,6 +35,18 @@ export interface LogicalUnitStats {
   bytesWritten: number;
 }
 
+/** Told about the LU state a native data path mirrors (hba/fastpath.ts,
+ * issue 4): unit attentions pending or not, WCE, capacity. */
+export interface LogicalUnitObserver {
+  /** Unit attentions, WCE or capacity changed: re-read them now. */
+  stateChanged(): void;
+  /** Before the capacity changes: stop I/O done elsewhere and wait for it;
+   * the returned function lets it resume. */
+  beforeResize(): Promise<() => void>;
+  /** I/O done outside this LU's execute(), added into stats(). */
+  externalStats(): LogicalUnitStats;
+}
+
 /** Tuning a LogicalUnit beyond its params; defaults suit a Linux guest. */
 export interface LogicalUnitOptions {
   /** Largest READ/WRITE in bytes (VPD B0h MAXIMUM TRANSFER LENGTH). Default 8 MiB. */
@@ -108,6 +120,8 @@ export class LogicalUnit {
   #stats: LogicalUnitStats = { reads: 0, writes: 0, bytesRead: 0, bytesWritten: 0 };
   #inFlight = 0;
   #idleWaiters: (() => void)[] = [];
+  /** The native fast path's hook (issue 4), if one is attached. */
+  #observer: LogicalUnitObserver | undefined;
 
   constructor(params: LogicalUnitParams, backend: BlockBackend, options: LogicalUnitOptions = {}, table: OpcodeTable = diskOpcodeTable) {
     validateLogicalUnitParams(params);
@@ -121,9 +135,11 @@ export class LogicalUnit {
       setWriteCacheEnabled: (enabled) => {
         this.#writeCacheEnabled = enabled;
         this.#snapshot = undefined;
+        this.#observer?.stateChanged(); // fast path: WCE mirror
       },
       takeUnitAttention: () => {
         const ua = this.#unitAttentions.shift();
+        if (ua) this.#observer?.stateChanged(); // fast path: UA mirror
         return ua && buildFixedSense(ua);
       },
       recordRead: (bytes) => {
@@ -180,7 +196,10 @@ export class LogicalUnit {
     if (cdb.length === 0) return checkConditionResult(new ScsiError(senseInvalidOpcode));
     if (!OPCODES_IGNORING_UNIT_ATTENTION.has(cdb[0]!)) {
       const ua = this.#unitAttentions.shift();
-      if (ua) return checkConditionResult(new ScsiError(ua));
+      if (ua) {
+        this.#observer?.stateChanged(); // fast path: eligible again once none is pending
+        return checkConditionResult(new ScsiError(ua));
+      }
     }
     let kind: CommandKind;
     let decoded;
@@ -221,6 +240,7 @@ export class LogicalUnit {
     if (pending.includes(senseUaPowerOnReset) || pending.includes(sense)) return;
     if (pending.length >= MAX_PENDING_UNIT_ATTENTIONS) return;
     pending.push(sense);
+    this.#observer?.stateChanged(); // fast path: commands must reach execute() to report it
   }
 
   /** CAPACITY DATA HAS CHANGED (SBC-3 §4.9). */
@@ -236,6 +256,7 @@ export class LogicalUnit {
   /** Removes a pending unit attention (REPORT LUNS clears REPORTED LUNS DATA HAS CHANGED). */
   clearUnitAttention(sense: SenseCode): void {
     this.#unitAttentions = this.#unitAttentions.filter((s) => s !== sense);
+    this.#observer?.stateChanged();
   }
 
   /** Pending unit attentions, oldest first (diagnostics, tests). */
@@ -248,6 +269,7 @@ export class LogicalUnit {
    * safer reading for durability. In-flight commands are not aborted here. */
   reset(): void {
     this.#unitAttentions = [senseUaPowerOnReset];
+    this.#observer?.stateChanged();
   }
 
   /** Grows or shrinks the backend to `bytes` (a multiple of the logical
@@ -257,10 +279,22 @@ export class LogicalUnit {
     if (!Number.isSafeInteger(bytes) || bytes < bs || bytes % bs !== 0) {
       throw new RangeError(`resize to ${bytes}: must be a positive multiple of ${bs}`);
     }
-    await this.backend.resize(bytes);
-    this.#capacityBytes = bytes;
-    this.#snapshot = undefined;
-    this.raiseCapacityChanged();
+    // Native I/O stops (and in-flight native I/O finishes) before the file
+    // changes size, and resumes with the new capacity and the unit attention.
+    const resume = await this.#observer?.beforeResize();
+    try {
+      await this.backend.resize(bytes);
+      this.#capacityBytes = bytes;
+      this.#snapshot = undefined;
+      this.raiseCapacityChanged();
+    } finally {
+      resume?.();
+    }
+  }
+
+  /** Attaches (or with undefined detaches) the native fast path's observer. */
+  setObserver(observer: LogicalUnitObserver | undefined): void {
+    this.#observer = observer;
   }
 
   /** Capacity in bytes (whole logical blocks are what the guest sees). */
@@ -275,7 +309,10 @@ export class LogicalUnit {
 
   /** A copy of the I/O counters. */
   stats(): LogicalUnitStats {
-    return { ...this.#stats };
+    const own = this.#stats;
+    const native = this.#observer?.externalStats();
+    if (!native) return { ...own };
+    return { reads: own.reads + native.reads, writes: own.writes + native.writes, bytesRead: own.bytesRead + native.bytesRead, bytesWritten: own.bytesWritten + native.bytesWritten };
   }
 
   /** Commands currently executing. */

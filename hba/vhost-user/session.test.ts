@@ -2,7 +2,7 @@ import pino from 'pino';
 import { beforeEach, describe, expect, it } from 'vitest';
 import type { MemoryRegionDesc, RawMessage, VirtioDevice, VringAddr } from '../native/index.ts';
 import { encodeBody, encodeRequest, HEADER_SIZE, HeaderFlags, ProtocolFeature, Request, requestName, UNSUPPORTED_REQUEST_FDS, VHOST_USER_F_PROTOCOL_FEATURES } from './protocol.ts';
-import { OFFERED_PROTOCOL_FEATURES, VhostUserSession, type DeviceModel } from './session.ts';
+import { CONFIG_PROTOCOL_FEATURE, OFFERED_PROTOCOL_FEATURES, VhostUserSession, type DeviceModel } from './session.ts';
 
 /** Records every device call; `failOn` makes one method throw. */
 class FakeDevice implements VirtioDevice {
@@ -68,7 +68,7 @@ function reply(i = sent.length - 1): { request: number; flags: number; body: Buf
   return { request: r.readUInt32LE(0), flags: r.readUInt32LE(4), body: r.subarray(HEADER_SIZE) };
 }
 
-async function negotiate(protocol = OFFERED_PROTOCOL_FEATURES): Promise<void> {
+async function negotiate(protocol = OFFERED_PROTOCOL_FEATURES | CONFIG_PROTOCOL_FEATURE): Promise<void> {
   await send(msg(Request.SET_FEATURES, encodeBody.u64((1n << 32n) | (1n << BigInt(VHOST_USER_F_PROTOCOL_FEATURES)))));
   await send(msg(Request.SET_PROTOCOL_FEATURES, encodeBody.u64(protocol)));
 }
@@ -85,6 +85,7 @@ beforeEach(() => {
     model,
     logger,
     closeFd: (fd) => void closedFds.push(fd),
+    offerConfig: true,
   });
 });
 
@@ -97,11 +98,21 @@ describe('negotiation', () => {
     expect(r.body.readBigUInt64LE(0)).toBe(model.features | (1n << 30n));
   });
 
-  it('offers MQ, REPLY_ACK, CONFIG, RESET_DEVICE and reports the queue count', async () => {
+  it('offers MQ, REPLY_ACK, CONFIG (when asked to), RESET_DEVICE and reports the queue count', async () => {
     await send(msg(Request.GET_PROTOCOL_FEATURES));
     expect(reply().body.readBigUInt64LE(0)).toBe(0b10_0010_0000_1001n);
     await send(msg(Request.GET_QUEUE_NUM));
     expect(reply().body.readBigUInt64LE(0)).toBe(3n);
+  });
+
+  it('does not offer CONFIG by default (QEMU vhost-user-scsi warns about it)', async () => {
+    const plain = new VhostUserSession({ connection: { send: (d: Buffer) => void sent.push(Buffer.from(d)), close: () => undefined }, device, model, logger, closeFd: () => undefined });
+    plain.receive(msg(Request.GET_PROTOCOL_FEATURES));
+    await plain.settled();
+    expect(reply().body.readBigUInt64LE(0)).toBe(0b10_0000_0000_1001n);
+    plain.receive(msg(Request.SET_PROTOCOL_FEATURES, encodeBody.u64(CONFIG_PROTOCOL_FEATURE)));
+    await plain.settled();
+    expect(plain.closeReason).toMatch(/unoffered/);
   });
 
   it('passes acked features to the device without the vhost-user bit', async () => {

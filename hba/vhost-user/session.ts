@@ -47,10 +47,13 @@ export interface DeviceModel {
 
 /** Protocol features we offer (vhost-user.rst "Protocol features"). */
 export const OFFERED_PROTOCOL_FEATURES =
-  (1n << BigInt(ProtocolFeature.MQ)) |
-  (1n << BigInt(ProtocolFeature.REPLY_ACK)) |
-  (1n << BigInt(ProtocolFeature.CONFIG)) |
-  (1n << BigInt(ProtocolFeature.RESET_DEVICE));
+  (1n << BigInt(ProtocolFeature.MQ)) | (1n << BigInt(ProtocolFeature.REPLY_ACK)) | (1n << BigInt(ProtocolFeature.RESET_DEVICE));
+
+/** CONFIG (GET/SET_CONFIG) is offered only on request: QEMU's
+ * vhost-user-scsi-pci builds the virtio-scsi config space itself and warns
+ * ("backend supports VHOST_USER_PROTOCOL_F_CONFIG but QEMU does not") when a
+ * back-end offers it. Other front-ends (e.g. a benchmark) may want it. */
+export const CONFIG_PROTOCOL_FEATURE = 1n << BigInt(ProtocolFeature.CONFIG);
 
 const PROTOCOL_FEATURES_BIT = 1n << BigInt(VHOST_USER_F_PROTOCOL_FEATURES);
 /** Largest split-ring index value (16-bit ring indices, virtio 1.2 §2.7). */
@@ -63,6 +66,8 @@ export interface SessionOptions {
   logger: pino.Logger;
   /** Closes an fd we received and did not hand on (native.closeFd). */
   closeFd: (fd: number) => void;
+  /** Offer VHOST_USER_PROTOCOL_F_CONFIG (default false, see CONFIG_PROTOCOL_FEATURE). */
+  offerConfig?: boolean;
 }
 
 /** The per-connection state machine. Feed it with `receive`; the owner calls
@@ -73,6 +78,7 @@ export class VhostUserSession {
   readonly #model: DeviceModel;
   readonly #log: pino.Logger;
   readonly #closeFd: (fd: number) => void;
+  readonly #offeredProtocolFeatures: bigint;
   #pending: Promise<void> = Promise.resolve();
   #closed = false;
   #closeReason: string | null = null;
@@ -86,6 +92,7 @@ export class VhostUserSession {
     this.#model = opts.model;
     this.#log = opts.logger;
     this.#closeFd = opts.closeFd;
+    this.#offeredProtocolFeatures = OFFERED_PROTOCOL_FEATURES | (opts.offerConfig ? CONFIG_PROTOCOL_FEATURE : 0n);
   }
 
   /** Whether the session has shut down (violation or connection closed). */
@@ -184,11 +191,11 @@ export class VhostUserSession {
         return true;
       }
       case Request.GET_PROTOCOL_FEATURES:
-        this.#send(m.request, encodeU64(OFFERED_PROTOCOL_FEATURES));
+        this.#send(m.request, encodeU64(this.#offeredProtocolFeatures));
         return true;
       case Request.SET_PROTOCOL_FEATURES: {
         const value = expectU64(b);
-        if ((value & ~OFFERED_PROTOCOL_FEATURES) !== 0n) throw new ProtocolError(`SET_PROTOCOL_FEATURES 0x${value.toString(16)} includes unoffered bits`);
+        if ((value & ~this.#offeredProtocolFeatures) !== 0n) throw new ProtocolError(`SET_PROTOCOL_FEATURES 0x${value.toString(16)} includes unoffered bits`);
         this.#protocolFeatures = value;
         return true;
       }

@@ -257,9 +257,41 @@ describe('eventq', () => {
   it('queues events without buffers and flags overflow as EVENTS_MISSED', () => {
     const ev = { event: EventType.PARAM_CHANGE, lunField: encodeLun(1, 0), reason: 0 };
     for (let i = 0; i < 70; i++) dev.events.deliver(ev);
-    expect(dev.events.pendingCount).toBe(64);
+    // The 65th overflowed the 64 queued: all dropped; 5 newer ones queue after the marker.
+    expect(dev.events.pendingCount).toBe(5);
     dev.handleChains([{ queue: 1, head: 0, readable: Buffer.alloc(0), writableLength: 16 }]);
     expect(completions[0]!.data.readUInt32LE(0)).toBe((EventType.PARAM_CHANGE | EventType.EVENTS_MISSED) >>> 0);
+  });
+
+  it('raises hotplug events only for negotiated features', () => {
+    let features = 0n;
+    const sent: Buffer[] = [];
+    const d = new VirtioScsiDevice({
+      numRequestQueues: 1, maxQueueSize: 128, targets: () => undefined, logger,
+      complete: (_q, _h, data) => void sent.push(data), onViolation: () => undefined,
+      negotiatedFeatures: () => features,
+    });
+    for (let h = 0; h < 4; h++) d.handleChains([{ queue: 1, head: h, readable: Buffer.alloc(0), writableLength: 16 }]);
+    expect(d.lunAdded(0, 1)).toBe(false);
+    expect(d.lunParametersChanged(0, 1, 0x2a, 0x09)).toBe(false);
+    features = 1n << 1n; // VIRTIO_SCSI_F_HOTPLUG
+    expect(d.lunAdded(0, 300)).toBe(true);
+    expect(d.lunRemoved(0, 2)).toBe(true);
+    expect(d.lunParametersChanged(0, 1, 0x2a, 0x09)).toBe(false);
+    features |= 1n << 2n; // VIRTIO_SCSI_F_CHANGE
+    expect(d.lunParametersChanged(0, 1, 0x2a, 0x09)).toBe(true);
+    expect(sent.map((b) => [b.readUInt32LE(0), b.readUInt16BE(6), b.readUInt32LE(12)])).toEqual([
+      [EventType.TRANSPORT_RESET, 0x4000 | 300, ResetReason.RESCAN],
+      [EventType.TRANSPORT_RESET, 2, ResetReason.REMOVED],
+      [EventType.PARAM_CHANGE, 1, 0x092a],
+    ]);
+  });
+
+  it('forgets queued events on a device reset (the driver rescans)', () => {
+    dev.lunAdded(1, 1);
+    expect(dev.events.pendingCount).toBe(1);
+    dev.reset();
+    expect(dev.events.pendingCount).toBe(0);
   });
 
   it('rejects buffers that are readable or too small', () => {

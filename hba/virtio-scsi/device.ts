@@ -7,9 +7,9 @@
 import type pino from 'pino';
 import type { PoppedChain } from '../native/index.ts';
 import type { DeviceModel } from '../vhost-user/session.ts';
-import { CONFIG_SIZE, ConfigOffset, CONTROL_QUEUE, encodeVirtioScsiConfig, EVENT_QUEUE, FIRST_REQUEST_QUEUE, virtioScsiFeatures } from './config.ts';
+import { CONFIG_SIZE, ConfigOffset, CONTROL_QUEUE, encodeVirtioScsiConfig, EVENT_QUEUE, FIRST_REQUEST_QUEUE, VirtioScsiFeature, virtioScsiFeatures } from './config.ts';
 import { handleControlRequest } from './control.ts';
-import { EventQueue } from './events.ts';
+import { EventQueue, paramChangeEvent, ResetReason, transportResetEvent } from './events.ts';
 import { dataInCapacity, decodeCommandRequest, decodeLun, encodeScsiResult, encodeTransportResponse, FramingError, Response } from './framing.ts';
 import { TaskSet, type TargetLookup } from './tasks.ts';
 
@@ -26,6 +26,19 @@ export interface VirtioScsiDeviceOptions {
   maxSectors?: number;
   /** How long a stopping queue waits for its in-flight commands. */
   drainTimeoutMs?: number;
+  /** The features the driver acknowledged (SET_FEATURES); events are sent only
+   * for those negotiated. Default: everything offered (tests). */
+  negotiatedFeatures?: () => bigint;
+}
+
+/** Commands one request queue has seen (multiqueue diagnostics). */
+export interface RequestQueueStats {
+  /** Virtqueue index (2 = first request queue). */
+  queue: number;
+  /** Commands popped from this queue so far. */
+  commands: number;
+  /** Commands of this queue still running. */
+  inFlight: number;
 }
 
 /** A chain between pop and completion. `live` turns false when the device is
@@ -54,6 +67,8 @@ export class VirtioScsiDevice implements DeviceModel {
   readonly #log: pino.Logger;
   readonly #config: Buffer;
   readonly #inflight = new Set<InFlight>();
+  /** Commands popped per request queue (index 0 = virtqueue 2). */
+  readonly #queueCommands: number[];
   #eventEpoch = 0;
 
   constructor(opts: VirtioScsiDeviceOptions) {
@@ -71,6 +86,49 @@ export class VirtioScsiDevice implements DeviceModel {
       cmdPerLun: opts.maxQueueSize,
     });
     this.events = new EventQueue((head, data) => this.#completeEvent(head, data));
+    this.#queueCommands = new Array<number>(opts.numRequestQueues).fill(0);
+  }
+
+  // --- hotplug and parameter change events (virtio 1.2 §5.6.6.3) ----------
+
+  /** Whether the driver acknowledged a virtio-scsi feature bit. */
+  negotiated(bit: number): boolean {
+    const features = this.#opts.negotiatedFeatures?.() ?? this.features;
+    return (features & (1n << BigInt(bit))) !== 0n;
+  }
+
+  /** A LUN appeared: TRANSPORT_RESET / EVT_RESET_RESCAN (§5.6.6.3.1), if
+   * VIRTIO_SCSI_F_HOTPLUG was negotiated. Returns whether an event was raised. */
+  lunAdded(target: number, lun: number): boolean {
+    if (!this.negotiated(VirtioScsiFeature.HOTPLUG)) return false;
+    this.events.deliver(transportResetEvent(target, lun, ResetReason.RESCAN));
+    return true;
+  }
+
+  /** A LUN went away: TRANSPORT_RESET / EVT_RESET_REMOVED, if F_HOTPLUG was negotiated. */
+  lunRemoved(target: number, lun: number): boolean {
+    if (!this.negotiated(VirtioScsiFeature.HOTPLUG)) return false;
+    this.events.deliver(transportResetEvent(target, lun, ResetReason.REMOVED));
+    return true;
+  }
+
+  /** A LUN's parameters changed (§5.6.6.3.3): PARAM_CHANGE carrying the unit
+   * attention's ASC/ASCQ, e.g. 2Ah/09h CAPACITY DATA HAS CHANGED, if
+   * VIRTIO_SCSI_F_CHANGE was negotiated. */
+  lunParametersChanged(target: number, lun: number, asc: number, ascq: number): boolean {
+    if (!this.negotiated(VirtioScsiFeature.CHANGE)) return false;
+    this.events.deliver(paramChangeEvent(target, lun, asc, ascq));
+    return true;
+  }
+
+  /** Per request queue: commands popped and still running. */
+  requestQueueStats(): RequestQueueStats[] {
+    const running = new Array<number>(this.#queueCommands.length).fill(0);
+    for (const f of this.#inflight) {
+      const i = f.queue - FIRST_REQUEST_QUEUE;
+      if (i >= 0 && i < running.length) running[i]!++;
+    }
+    return this.#queueCommands.map((commands, i) => ({ queue: FIRST_REQUEST_QUEUE + i, commands, inFlight: running[i]! }));
   }
 
   /** Routes a batch of popped chains (VirtioDevice onChains). */
@@ -145,6 +203,8 @@ export class VirtioScsiDevice implements DeviceModel {
     for (const f of this.#inflight) f.live = false;
     this.#inflight.clear();
     this.events.dropBuffers();
+    // The driver starts over and scans the bus itself: queued events are stale.
+    this.events.clearPending();
     this.#eventEpoch++;
   }
 
@@ -169,6 +229,7 @@ export class VirtioScsiDevice implements DeviceModel {
     // Both checks throw FramingError before anything is tracked.
     const req = decodeCommandRequest(chain.readable);
     const capacity = dataInCapacity(chain.writableLength);
+    this.#queueCommands[chain.queue - FIRST_REQUEST_QUEUE]!++;
     const addr = decodeLun(req.lunField);
     const port = addr.ok ? this.#opts.targets(addr.target) : undefined;
     if (!addr.ok || !port) {

@@ -93,6 +93,8 @@ export class KubernetesStore implements Store {
   private readonly listeners: ChangeListener[] = [];
   private stopped = false;
   private eventSeq = 0;
+  private readonly diskCollection: string;
+  private readonly claimCollection: string;
   synced = false;
 
   constructor(options: KubernetesStoreOptions) {
@@ -102,6 +104,8 @@ export class KubernetesStore implements Store {
     const diskPath = ns === undefined ? `${DISK_GROUP_PATH}/virtualdisks` : `${DISK_GROUP_PATH}/namespaces/${ns}/virtualdisks`;
     const claimPath = ns === undefined ? '/api/v1/persistentvolumeclaims' : `/api/v1/namespaces/${ns}/persistentvolumeclaims`;
     const selector = `${MANAGED_BY_LABEL.key}=${MANAGED_BY_LABEL.value}`;
+    this.diskCollection = diskPath;
+    this.claimCollection = claimPath;
     this.disks = makeInformer(options.kubeConfig, diskPath, () => this.listAll(diskPath));
     this.claims = makeInformer(options.kubeConfig, claimPath, () => this.listAll(claimPath, selector), selector);
     const diskChanged = (raw: RawObject) => this.emit(vmKeyOf(toDiskObject(raw)));
@@ -148,6 +152,10 @@ export class KubernetesStore implements Store {
   }
 
   async start(): Promise<void> {
+    // Fail early and clearly (a missing CRD, missing RBAC): client-node's
+    // informer only reports a failed first list to its error callbacks.
+    await this.http.send({ method: 'GET', path: this.diskCollection, query: { limit: '1' } });
+    await this.http.send({ method: 'GET', path: this.claimCollection, query: { limit: '1' } });
     await this.disks.start();
     await this.claims.start();
     this.synced = true;

@@ -45,11 +45,18 @@ describe('cpio writer', () => {
 });
 
 describe('script mode', () => {
-  it('runs /test.sh at boot, reports its exit code and powers off', async () => {
+  it('runs /test.sh at boot (with the fio layer appended), reports its exit code and powers off', async () => {
+    const testScript = [
+      'cat /opt/vhba/msg',
+      'uname -r',
+      'fio --name=w --filename=/tmp/fio.dat --size=1M --bs=4k --rw=write --output-format=terse --terse-version=3 | cut -d";" -f3',
+      'exit 7',
+    ].join('\n');
     const guest = await Guest.boot({
       name: 'guest-script-mode',
+      layers: ['fio'],
       files: [
-        { path: '/test.sh', content: 'cat /opt/vhba/msg\nls /dev/disk >/dev/null 2>&1; uname -r\nexit 7\n' },
+        { path: '/test.sh', content: `${testScript}\n` },
         { path: '/opt/vhba/msg', content: 'hello from the appended cpio\n' },
       ],
     });
@@ -59,6 +66,7 @@ describe('script mode', () => {
       expect(result.exitCode).toBe(7);
       expect(result.output).toContain('hello from the appended cpio\n');
       expect(result.output).toMatch(/^\d+\.\d+\.\d+-\d+-amd64$/m);
+      expect(result.output).toMatch(/^w$/m); // fio ran its job (terse field 3: job name)
       const exit = await Promise.race([guest.exited, new Promise((r) => setTimeout(() => r('still running'), 30_000))]);
       expect(exit).toEqual({ code: 0, signal: null });
     } finally {

@@ -140,6 +140,13 @@ describe('guest smoke: QEMU virtio-scsi + scsi-hd', () => {
     expect(byId).toContain(`wwn-0x${naa} ->`);
   });
 
+  it('harness: long commands, exit codes, and a timed-out command leaves the shell usable', async () => {
+    const long = `x='${'a'.repeat(20_000)}'; echo \${#x}; exit 3`;
+    expect(await guest!.run(long)).toEqual({ output: '20000\n', exitCode: 3 });
+    await expect(guest!.run('sleep 30', { timeoutMs: 1_000 })).rejects.toThrow(/timed out/);
+    expect(await guest!.run('echo still here')).toEqual({ output: 'still here\n', exitCode: 0 });
+  });
+
   it('data written to each disk reads back with the same checksum', async () => {
     const script = [
       'set -e',

@@ -284,7 +284,7 @@ export class Guest {
       return { output, exitCode: Number(finished[1]) };
     } catch (error) {
       if (this.exit === undefined) this.write('\x03\n'); // let the next command start
-      throw new Error(`guest command failed: ${command.slice(0, 200)}\n${(error as Error).message}`);
+      throw new Error(`guest command failed: ${command.slice(0, 200)}\n${(error as Error).message}`, { cause: error });
     }
   }
 

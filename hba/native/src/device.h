@@ -13,6 +13,11 @@
 // Guest violations found by a worker stop that queue and are reported through
 // DeviceSink::reportViolation; nothing aborts and nothing throws across
 // threads. No N-API here.
+//
+// On virtio-scsi request queues (index >= 2) a worker first offers each chain
+// to the native fast path (scsi_fastpath.h): READ/WRITE/SYNCHRONIZE CACHE on
+// LUNs registered in luns() are executed on the worker thread and completed
+// in batches; only the rest is handed to the owner.
 #pragma once
 
 #include <atomic>
@@ -25,6 +30,7 @@
 
 #include "fd_util.h"
 #include "guest_memory.h"
+#include "scsi_fastpath.h"
 #include "virtqueue.h"
 
 namespace vhba {
@@ -44,6 +50,12 @@ struct DeviceConfig {
   uint32_t numQueues = 1;
   QueueLimits limits;
   size_t maxRegions = 8;
+  /** Most chains a worker pops before executing them and publishing their
+   * completions with one notification (see runWorker for the measurement). */
+  uint32_t completionBatch = 32;
+  /** After a queue runs dry, how long the worker keeps polling the avail
+   * ring before sleeping on the kick eventfd (0 = sleep at once). */
+  uint32_t pollMicros = 0;
 };
 
 /** Diagnostics for one queue. */
@@ -88,6 +100,8 @@ class Device {
   /** Stops all queues, drops memory, closes fds; the device can be set up again. */
   void reset();
   QueueState queueState(uint32_t queue);
+  /** The LUNs the fast path serves (thread-safe; shared with the workers). */
+  LunTable& luns() { return luns_; }
 
  private:
   struct Queue {
@@ -100,6 +114,7 @@ class Device {
     bool stoppedByGetBase = false;
     std::atomic<bool> broken{false};
     std::atomic<bool> running{false};
+    std::atomic<bool> stopRequested{false};  // ends a polling window early
     UniqueFd kick, call, err;
     UniqueFd stopEvent;
     std::thread worker;
@@ -109,12 +124,15 @@ class Device {
   void startIfReady(uint32_t index);
   void stopWorker(Queue& q);
   void runWorker(uint32_t index, int epollFd, int kickFd, int stopFd);
+  /** The polling window: true if buffers arrived within pollMicros. */
+  bool pollForMore(Queue& q);
 
   DeviceConfig config_;
   DeviceSink* sink_;
   uint64_t features_ = 0;
   std::shared_ptr<MemoryTable> memory_;
   std::vector<std::unique_ptr<Queue>> queues_;
+  LunTable luns_;
 };
 
 }  // namespace vhba

@@ -5,6 +5,7 @@
 
 #include <unistd.h>
 
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -86,7 +87,12 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap>, public DeviceSink {
          InstanceMethod("setVringEnable", &DeviceWrap::setVringEnable),
          InstanceMethod("complete", &DeviceWrap::complete),
          InstanceMethod("reset", &DeviceWrap::reset),
-         InstanceMethod("queueState", &DeviceWrap::queueState)});
+         InstanceMethod("queueState", &DeviceWrap::queueState),
+         InstanceMethod("setLun", &DeviceWrap::setLun),
+         InstanceMethod("updateLun", &DeviceWrap::updateLun),
+         InstanceMethod("removeLun", &DeviceWrap::removeLun),
+         InstanceMethod("drainLun", &DeviceWrap::drainLun),
+         InstanceMethod("lunCounters", &DeviceWrap::lunCounters)});
     addonData(env).device = Napi::Persistent(cls);
   }
 
@@ -99,6 +105,8 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap>, public DeviceSink {
     config.limits.maxQueueSize = static_cast<uint32_t>(toUintMax(options.Get("maxQueueSize"), "maxQueueSize", 32768));
     config.limits.maxChainBytes = toUintMax(options.Get("maxChainBytes"), "maxChainBytes", 1ull << 32);
     config.maxRegions = static_cast<size_t>(toUintMax(options.Get("maxRegions"), "maxRegions", 509));
+    config.completionBatch = optionalUint(options, "completionBatch", "VHBA_COMPLETION_BATCH", config.completionBatch, 1024);
+    config.pollMicros = optionalUint(options, "pollMicros", "VHBA_POLL_MICROS", config.pollMicros, 1000);
     Napi::Value onChains = options.Get("onChains");
     Napi::Value onError = options.Get("onError");
     if (!onChains.IsFunction() || !onError.IsFunction())
@@ -310,6 +318,141 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap>, public DeviceSink {
     obj.Set("usedIdx", Napi::Number::New(env, s.usedIdx));
     obj.Set("inFlight", Napi::Number::New(env, s.inFlight));
     return obj;
+  }
+
+  /** A tuning option: the option if given, else the environment variable
+   * (for benchmarking without code changes), else the default. */
+  static uint32_t optionalUint(Napi::Object options, const char* name, const char* envName, uint32_t fallback,
+                               uint32_t max) {
+    Napi::Value v = options.Get(name);
+    if (!v.IsUndefined()) return static_cast<uint32_t>(toUintMax(v, name, max));
+    const char* env = std::getenv(envName);
+    if (env == nullptr || *env == '\0') return fallback;
+    char* end = nullptr;
+    const unsigned long parsed = std::strtoul(env, &end, 10);
+    if (*end != '\0' || parsed > max) return fallback;
+    return static_cast<uint32_t>(parsed);
+  }
+
+  static bool boolField(Napi::Object o, const char* name) {
+    Napi::Value v = o.Get(name);
+    if (!v.IsBoolean()) throw Napi::TypeError::New(o.Env(), std::string(name) + " must be a boolean");
+    return v.As<Napi::Boolean>().Value();
+  }
+
+  void addressArgs(const Napi::CallbackInfo& info, uint32_t& target, uint32_t& lun) {
+    target = static_cast<uint32_t>(toUintMax(arg(info, 0, "target"), "target", 255));
+    lun = static_cast<uint32_t>(toUintMax(arg(info, 1, "lun"), "lun", 16383));
+  }
+
+  static Napi::Object countersObject(Napi::Env env, const NativeLunCounters& c) {
+    Napi::Object obj = Napi::Object::New(env);
+    obj.Set("reads", Napi::Number::New(env, static_cast<double>(c.reads)));
+    obj.Set("writes", Napi::Number::New(env, static_cast<double>(c.writes)));
+    obj.Set("bytesRead", Napi::Number::New(env, static_cast<double>(c.bytesRead)));
+    obj.Set("bytesWritten", Napi::Number::New(env, static_cast<double>(c.bytesWritten)));
+    obj.Set("flushes", Napi::Number::New(env, static_cast<double>(c.flushes)));
+    obj.Set("errors", Napi::Number::New(env, static_cast<double>(c.errors)));
+    return obj;
+  }
+
+  /** Waits on the libuv pool until no fast-path command holds a LUN, then
+   * resolves with its counters or undefined. */
+  class LunIdleWaiter : public Napi::AsyncWorker {
+   public:
+    LunIdleWaiter(Napi::Env env, std::shared_ptr<NativeLun> lun, bool withCounters)
+        : Napi::AsyncWorker(env, "vhba:lunIdle"), deferred_(Napi::Promise::Deferred::New(env)),
+          lun_(std::move(lun)), withCounters_(withCounters) {}
+    Napi::Promise promise() { return deferred_.Promise(); }
+    void Execute() override {
+      if (lun_) lun_->waitIdle();
+    }
+    void OnOK() override {
+      Napi::Env env = Env();
+      if (lun_ && withCounters_)
+        deferred_.Resolve(countersObject(env, lun_->counters()));
+      else
+        deferred_.Resolve(env.Undefined());
+      lun_.reset();  // the last reference may close the duplicated fds
+    }
+    void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+   private:
+    Napi::Promise::Deferred deferred_;
+    std::shared_ptr<NativeLun> lun_;
+    bool withCounters_;
+  };
+
+  Napi::Value setLun(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint32_t target, lun;
+    addressArgs(info, target, lun);
+    if (!arg(info, 2, "config").IsObject()) throw Napi::TypeError::New(env, "config must be an object");
+    Napi::Object o = info[2].As<Napi::Object>();
+    NativeLunConfig config;
+    config.fd = toFd(o.Get("fd"), "fd", false);
+    config.dsyncFd = toFd(o.Get("dsyncFd"), "dsyncFd", true);
+    config.blockSize = static_cast<uint32_t>(toUintMax(o.Get("blockSize"), "blockSize", 4096));
+    config.blockCount = toUint64(o.Get("blockCount"), "blockCount");
+    config.maxTransferBlocks = static_cast<uint32_t>(toUintMax(o.Get("maxTransferBlocks"), "maxTransferBlocks", 0xffffffffu));
+    config.readOnly = boolField(o, "readOnly");
+    config.writeCacheEnabled = boolField(o, "writeCacheEnabled");
+    config.eligible = boolField(o, "eligible");
+    translateErrors(env, [&] { device_->luns().add(target, lun, config); });
+    return env.Undefined();
+  }
+
+  Napi::Value updateLun(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint32_t target, lun;
+    addressArgs(info, target, lun);
+    if (!arg(info, 2, "update").IsObject()) throw Napi::TypeError::New(env, "update must be an object");
+    Napi::Object o = info[2].As<Napi::Object>();
+    NativeLunUpdate u;
+    if (!o.Get("blockCount").IsUndefined()) {
+      u.hasBlockCount = true;
+      u.blockCount = toUint64(o.Get("blockCount"), "blockCount");
+    }
+    if (!o.Get("readOnly").IsUndefined()) {
+      u.hasReadOnly = true;
+      u.readOnly = boolField(o, "readOnly");
+    }
+    if (!o.Get("writeCacheEnabled").IsUndefined()) {
+      u.hasWriteCache = true;
+      u.writeCacheEnabled = boolField(o, "writeCacheEnabled");
+    }
+    if (!o.Get("eligible").IsUndefined()) {
+      u.hasEligible = true;
+      u.eligible = boolField(o, "eligible");
+    }
+    translateErrors(env, [&] { device_->luns().update(target, lun, u); });
+    return env.Undefined();
+  }
+
+  Napi::Value removeLun(const Napi::CallbackInfo& info) {
+    uint32_t target, lun;
+    addressArgs(info, target, lun);
+    auto* waiter = new LunIdleWaiter(info.Env(), device_->luns().remove(target, lun), true);
+    Napi::Promise promise = waiter->promise();
+    waiter->Queue();
+    return promise;
+  }
+
+  Napi::Value drainLun(const Napi::CallbackInfo& info) {
+    uint32_t target, lun;
+    addressArgs(info, target, lun);
+    auto* waiter = new LunIdleWaiter(info.Env(), device_->luns().find(target, lun), false);
+    Napi::Promise promise = waiter->promise();
+    waiter->Queue();
+    return promise;
+  }
+
+  Napi::Value lunCounters(const Napi::CallbackInfo& info) {
+    uint32_t target, lun;
+    addressArgs(info, target, lun);
+    auto entry = device_->luns().find(target, lun);
+    if (!entry) return info.Env().Undefined();
+    return countersObject(info.Env(), entry->counters());
   }
 
   std::unique_ptr<Device> device_;

@@ -127,6 +127,20 @@ uint16_t* SplitVirtqueue::usedEventPtr() const { return reinterpret_cast<uint16_
 uint16_t* SplitVirtqueue::availEventPtr() const { return reinterpret_cast<uint16_t*>(used_ + 4 + 8 * size_); }
 
 PopStatus SplitVirtqueue::pop(PoppedChain& out, std::string& violation) {
+  ChainSegments chain;
+  const PopStatus status = popSegments(chain, violation);
+  if (status == PopStatus::kChain) materialize(chain, out);
+  return status;
+}
+
+void SplitVirtqueue::materialize(const ChainSegments& chain, PoppedChain& out) {
+  out.head = chain.head;
+  out.writableLength = chain.writableLength;
+  out.readable.resize(chain.readableLength);  // <= maxChainBytes, checked by the walk
+  copyFromSegments(*chain.readable, 0, out.readable.data(), out.readable.size());
+}
+
+PopStatus SplitVirtqueue::popSegments(ChainSegments& out, std::string& violation) {
   if (!mapped()) return PopStatus::kEmpty;
   if (lastAvail_ == availShadow_) {
     availShadow_ = loadAvailIdx();
@@ -154,11 +168,15 @@ PopStatus SplitVirtqueue::pop(PoppedChain& out, std::string& violation) {
     violation = "chain head " + std::to_string(head) + " made available while already in flight";
     return PopStatus::kViolation;
   }
+  record.readable.clear();
   record.writable.clear();
+  record.readableLength = 0;
   record.writableLength = 0;
-  out.readable.clear();
-  if (!walkChain(head, out, record, violation)) return PopStatus::kViolation;
+  if (!walkChain(head, record, violation)) return PopStatus::kViolation;
   out.head = head;
+  out.readable = &record.readable;
+  out.readableLength = record.readableLength;
+  out.writable = &record.writable;
   out.writableLength = record.writableLength;
   record.active = true;
   record.memory = memory_;
@@ -167,7 +185,7 @@ PopStatus SplitVirtqueue::pop(PoppedChain& out, std::string& violation) {
   return PopStatus::kChain;
 }
 
-bool SplitVirtqueue::walkChain(uint16_t head, PoppedChain& out, InFlight& record, std::string& violation) {
+bool SplitVirtqueue::walkChain(uint16_t head, InFlight& record, std::string& violation) {
   const bool indirectAllowed = (features_ & feature::kIndirectDesc) != 0;
   const uint8_t* table = desc_;
   uint32_t tableSize = size_;
@@ -237,7 +255,7 @@ bool SplitVirtqueue::walkChain(uint16_t head, PoppedChain& out, InFlight& record
     }
     if (d.flags & kDescWrite) {
       seenWritable = true;
-      record.writable.push_back(WritableSegment{host, d.len});
+      record.writable.push_back(GuestSegment{host, d.len});
       record.writableLength += d.len;
     } else {
       // virtio 1.2 §2.7.4.2: device-readable descriptors precede writable ones.
@@ -245,9 +263,8 @@ bool SplitVirtqueue::walkChain(uint16_t head, PoppedChain& out, InFlight& record
         violation = "device-readable descriptor after a device-writable one in chain " + std::to_string(head);
         return false;
       }
-      const size_t at = out.readable.size();
-      out.readable.resize(at + d.len);
-      copyOnce(out.readable.data() + at, host, d.len);
+      record.readable.push_back(GuestSegment{host, d.len});
+      record.readableLength += d.len;
     }
     if (!(d.flags & kDescNext)) return true;
     index = d.next;
@@ -277,24 +294,64 @@ void SplitVirtqueue::complete(uint16_t head, const uint8_t* data, size_t size) {
   if (size > record.writableLength)
     throw std::invalid_argument("completion of chain " + std::to_string(head) + " has " + std::to_string(size) +
                                 " bytes but only " + std::to_string(record.writableLength) + " are writable");
-  size_t done = 0;
-  for (const auto& seg : record.writable) {
-    if (done == size) break;
-    const size_t n = std::min<size_t>(seg.length, size - done);
-    std::memcpy(seg.host, data + done, n);
-    done += n;
-  }
+  copyToSegments(record.writable, 0, data, size);
+  pushUsed(record, head, static_cast<uint32_t>(size));
+}
+
+void SplitVirtqueue::completeInPlace(uint16_t head, uint32_t usedLength) {
+  if (!mapped() || head >= inFlight_.size() || !inFlight_[head].active)
+    throw std::invalid_argument("chain " + std::to_string(head) + " is not in flight");
+  InFlight& record = inFlight_[head];
+  if (usedLength > record.writableLength)
+    throw std::invalid_argument("completion of chain " + std::to_string(head) + " claims " +
+                                std::to_string(usedLength) + " bytes but only " +
+                                std::to_string(record.writableLength) + " are writable");
+  pushUsed(record, head, usedLength);
+}
+
+void SplitVirtqueue::pushUsed(InFlight& record, uint16_t head, uint32_t usedLength) {
   const uint32_t slot = usedIdx_ & (size_ - 1);
   storeRelaxed<uint32_t>(used_ + 4 + 8 * slot, head);
-  storeRelaxed<uint32_t>(used_ + 8 + 8 * slot, static_cast<uint32_t>(size));
+  storeRelaxed<uint32_t>(used_ + 8 + 8 * slot, usedLength);
   usedIdx_++;
   // Release: the element and the written data are visible before the index
   // (virtio 1.2 §2.7.8).
   __atomic_store_n(reinterpret_cast<uint16_t*>(used_ + 2), usedIdx_, __ATOMIC_RELEASE);
   record.active = false;
-  record.writable.clear();
   record.memory.reset();
   inFlightCount_--;
+}
+
+size_t copyFromSegments(const std::vector<GuestSegment>& segments, uint64_t skip, uint8_t* dst, size_t n) {
+  size_t done = 0;
+  for (const auto& seg : segments) {
+    if (done == n) break;
+    if (skip >= seg.length) {
+      skip -= seg.length;
+      continue;
+    }
+    const size_t take = std::min<uint64_t>(seg.length - skip, n - done);
+    copyOnce(dst + done, seg.host + skip, take);
+    done += take;
+    skip = 0;
+  }
+  return done;
+}
+
+size_t copyToSegments(const std::vector<GuestSegment>& segments, uint64_t skip, const uint8_t* src, size_t n) {
+  size_t done = 0;
+  for (const auto& seg : segments) {
+    if (done == n) break;
+    if (skip >= seg.length) {
+      skip -= seg.length;
+      continue;
+    }
+    const size_t take = std::min<uint64_t>(seg.length - skip, n - done);
+    std::memcpy(seg.host + skip, src + done, take);
+    done += take;
+    skip = 0;
+  }
+  return done;
 }
 
 bool SplitVirtqueue::shouldNotify() {

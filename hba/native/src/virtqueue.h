@@ -39,11 +39,31 @@ struct RingAddresses {
   uint64_t used = 0;
 };
 
-/** One device-writable buffer of an in-flight chain. */
-struct WritableSegment {
+/** One buffer of an in-flight chain, already translated to a host pointer. */
+struct GuestSegment {
   uint8_t* host;
   uint32_t length;
 };
+/** A device-writable buffer of an in-flight chain. */
+using WritableSegment = GuestSegment;
+
+/** An in-flight chain seen in place (for the native fast path): host
+ * pointers to its readable and writable buffers, nothing copied. The vectors
+ * belong to the queue's in-flight record and stay valid until the chain is
+ * completed; only the thread that popped it may use them. */
+struct ChainSegments {
+  uint16_t head = 0;
+  const std::vector<GuestSegment>* readable = nullptr;
+  uint64_t readableLength = 0;
+  const std::vector<GuestSegment>* writable = nullptr;
+  uint64_t writableLength = 0;
+};
+
+/** Copies bytes [skip, skip+n) of `segments` to dst; returns bytes copied
+ * (fewer when the segments end first). Each guest byte is read once. */
+size_t copyFromSegments(const std::vector<GuestSegment>& segments, uint64_t skip, uint8_t* dst, size_t n);
+/** Copies src into the segments starting at byte `skip`; returns bytes copied. */
+size_t copyToSegments(const std::vector<GuestSegment>& segments, uint64_t skip, const uint8_t* src, size_t n);
 
 /** What pop() hands out: the chain head, a copy of all device-readable bytes
  * (made once), and the total writable capacity. */
@@ -84,11 +104,29 @@ class SplitVirtqueue {
    * with the reason; the queue must then be stopped. */
   PopStatus pop(PoppedChain& out, std::string& violation);
 
+  /** Pops the next available chain without copying anything: `out` points
+   * at its translated buffers (see ChainSegments). Same checks as pop(). */
+  PopStatus popSegments(ChainSegments& out, std::string& violation);
+
+  /** Copies the readable bytes of a chain popped with popSegments (for
+   * handing it to the owner after all): the PoppedChain pop() would give. */
+  static void materialize(const ChainSegments& chain, PoppedChain& out);
+
+  /** Puts an in-flight chain on the used ring with len = `usedLength`, its
+   * writable buffers already filled by the device (the fast path). Throws
+   * like complete() if the head is not in flight or usedLength exceeds the
+   * writable capacity. */
+  void completeInPlace(uint16_t head, uint32_t usedLength);
+
   /** With EVENT_IDX: publishes avail_event = last avail index so the driver
    * kicks for the next buffer, then re-checks the avail index; returns true if
    * more buffers arrived meanwhile (virtio 1.2 §2.7.10). Without EVENT_IDX
    * returns whether buffers are pending. */
   bool enableNotificationAndCheck();
+
+  /** Whether the driver has published buffers not yet popped (a peek for
+   * the polling window; changes nothing). */
+  bool hasAvailable() const { return mapped() && loadAvailIdx() != lastAvail_; }
 
   /** Writes `data` into the writable segments of in-flight chain `head` and
    * puts it on the used ring with len = size. Throws std::invalid_argument if
@@ -108,8 +146,10 @@ class SplitVirtqueue {
  private:
   struct InFlight {
     bool active = false;
+    uint64_t readableLength = 0;
     uint64_t writableLength = 0;
-    std::vector<WritableSegment> writable;
+    std::vector<GuestSegment> readable;
+    std::vector<GuestSegment> writable;
     std::shared_ptr<MemoryTable> memory;  // keeps the segments' mappings alive
   };
   struct Descriptor {
@@ -119,7 +159,8 @@ class SplitVirtqueue {
     uint16_t next;
   };
 
-  bool walkChain(uint16_t head, PoppedChain& out, InFlight& record, std::string& violation);
+  bool walkChain(uint16_t head, InFlight& record, std::string& violation);
+  void pushUsed(InFlight& record, uint16_t head, uint32_t usedLength);
   uint16_t loadAvailIdx() const;
   uint16_t* usedEventPtr() const;   // in the avail ring, after ring[size]
   uint16_t* availEventPtr() const;  // in the used ring, after ring[size]

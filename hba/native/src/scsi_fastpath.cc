@@ -1,0 +1,337 @@
+// The virtio-scsi READ/WRITE/SYNCHRONIZE CACHE fast path (see scsi_fastpath.h).
+#include "scsi_fastpath.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+namespace vhba {
+namespace {
+
+// virtio 1.2 §5.6.6.1 with the cdb_size (32) and sense_size (96) our config
+// space fixes (hba/virtio-scsi/config.ts; the driver cannot change them).
+constexpr size_t kCdbSize = 32;
+constexpr size_t kSenseSize = 96;
+constexpr size_t kRequestHeaderSize = 8 + 8 + 1 + 1 + 1 + kCdbSize;          // 51
+constexpr size_t kResponseHeaderSize = 4 + 4 + 2 + 1 + 1 + kSenseSize;       // 108
+constexpr size_t kCdbOffset = 19;
+constexpr uint32_t kMaxLun = 16383;
+
+// SAM-5 §5.3 status codes; virtio response code OK.
+constexpr uint8_t kStatusGood = 0x00;
+constexpr uint8_t kStatusCheckCondition = 0x02;
+
+// Opcodes handled here (SBC-3 §5.11, §5.12, §5.22, §5.23, §5.35, §5.36).
+constexpr uint8_t kRead10 = 0x28, kRead16 = 0x88, kWrite10 = 0x2a, kWrite16 = 0x8a;
+constexpr uint8_t kSyncCache10 = 0x35, kSyncCache16 = 0x91;
+
+/** A sense key with ASC/ASCQ (the same codes as hba/scsi/sense.ts). */
+struct Sense {
+  uint8_t key, asc, ascq;
+};
+constexpr Sense kLbaOutOfRange{0x05, 0x21, 0x00};
+constexpr Sense kWriteProtected{0x07, 0x27, 0x00};
+constexpr Sense kMediumErrorRead{0x03, 0x11, 0x00};
+constexpr Sense kMediumErrorWrite{0x03, 0x0c, 0x00};
+
+uint16_t be16(const uint8_t* p) { return static_cast<uint16_t>((p[0] << 8) | p[1]); }
+uint32_t be32(const uint8_t* p) {
+  return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | uint32_t(p[3]);
+}
+uint64_t be64(const uint8_t* p) { return (uint64_t(be32(p)) << 32) | be32(p + 4); }
+
+/** hba/virtio-scsi/framing.ts decodeLun: byte 0 = 1, byte 1 = target, bytes
+ * 2-3 peripheral (bus 0) or flat space addressing, bytes 4-7 zero. */
+bool decodeLun(const uint8_t* field, uint32_t& target, uint32_t& lun) {
+  if (field[0] != 1) return false;
+  if (field[4] | field[5] | field[6] | field[7]) return false;
+  target = field[1];
+  const uint8_t b2 = field[2], b3 = field[3];
+  if (b2 == 0)
+    lun = b3;
+  else if ((b2 & 0xc0) == 0x40)
+    lun = (uint32_t(b2 & 0x3f) << 8) | b3;
+  else
+    return false;
+  return lun <= kMaxLun;
+}
+
+/** SBC-3 §4.5, by subtraction so lba + count never wraps at 2^64. */
+bool lbaRangeValid(uint64_t lba, uint64_t count, uint64_t blockCount) {
+  return count <= blockCount && lba <= blockCount - count;
+}
+
+/** Moves `length` bytes between `fd` at `offset` and the segments from byte
+ * `skip` on, in IOV_MAX pieces, resuming after short transfers. A read that
+ * meets end of file zero-fills the rest (a read-only image smaller than its
+ * capacity, as FileBackend.read does). Returns 0 or an errno. */
+int transferAll(int fd, bool write, const std::vector<GuestSegment>& segments, uint64_t skip, uint64_t length,
+                uint64_t offset) {
+  thread_local std::vector<iovec> iov;
+  iov.clear();
+  uint64_t gathered = 0;
+  for (const auto& seg : segments) {
+    if (gathered == length) break;
+    if (skip >= seg.length) {
+      skip -= seg.length;
+      continue;
+    }
+    const uint64_t take = std::min<uint64_t>(seg.length - skip, length - gathered);
+    iov.push_back(iovec{seg.host + skip, static_cast<size_t>(take)});
+    gathered += take;
+    skip = 0;
+  }
+  if (gathered != length) return EINVAL;  // callers checked the buffer sizes
+  size_t first = 0;
+  uint64_t done = 0;
+  while (done < length) {
+    const int count = static_cast<int>(std::min<size_t>(iov.size() - first, IOV_MAX));
+    const off_t at = static_cast<off_t>(offset + done);
+    const ssize_t n = write ? ::pwritev(fd, &iov[first], count, at) : ::preadv(fd, &iov[first], count, at);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    if (n == 0) {
+      if (write) return EIO;
+      for (size_t i = first; i < iov.size(); i++) std::memset(iov[i].iov_base, 0, iov[i].iov_len);
+      return 0;
+    }
+    done += static_cast<uint64_t>(n);
+    for (size_t left = static_cast<size_t>(n); left > 0;) {
+      iovec& v = iov[first];
+      if (left >= v.iov_len) {
+        left -= v.iov_len;
+        first++;
+      } else {
+        v.iov_base = static_cast<uint8_t*>(v.iov_base) + left;
+        v.iov_len -= left;
+        left = 0;
+      }
+    }
+  }
+  return 0;
+}
+
+/** Writes virtio_scsi_cmd_resp (virtio 1.2 §5.6.6.1) with fixed-format sense
+ * (SPC-4 §4.5.3, response code 70h, 18 bytes) when `sense` is given. */
+void writeResponse(const ChainSegments& chain, uint8_t status, uint32_t resid, const Sense* sense) {
+  uint8_t resp[kResponseHeaderSize] = {};
+  uint32_t senseLength = 0;
+  if (sense != nullptr) {
+    uint8_t* s = resp + 12;
+    s[0] = 0x70;
+    s[2] = sense->key & 0x0f;
+    s[7] = 10;  // ADDITIONAL SENSE LENGTH
+    s[12] = sense->asc;
+    s[13] = sense->ascq;
+    senseLength = 18;
+  }
+  std::memcpy(resp + 0, &senseLength, 4);  // little endian (virtqueue.h asserts the host is)
+  std::memcpy(resp + 4, &resid, 4);
+  resp[10] = status;
+  resp[11] = 0;  // VIRTIO_SCSI_S_OK
+  copyToSegments(*chain.writable, 0, resp, sizeof resp);
+}
+
+/** Releases a LUN taken with tryEnter at scope exit. */
+class LunHold {
+ public:
+  explicit LunHold(NativeLun& lun) : lun_(lun) {}
+  ~LunHold() { lun_.exit(); }
+  LunHold(const LunHold&) = delete;
+  LunHold& operator=(const LunHold&) = delete;
+
+ private:
+  NativeLun& lun_;
+};
+
+}  // namespace
+
+NativeLun::NativeLun(const NativeLunConfig& config) {
+  if (config.blockSize != 512 && config.blockSize != 4096)
+    throw std::invalid_argument("blockSize must be 512 or 4096");
+  fd_.reset(::fcntl(config.fd, F_DUPFD_CLOEXEC, 0));
+  if (!fd_.valid()) throwErrno("dup(fd)");
+  if (config.dsyncFd >= 0) {
+    dsyncFd_.reset(::fcntl(config.dsyncFd, F_DUPFD_CLOEXEC, 0));
+    if (!dsyncFd_.valid()) throwErrno("dup(dsyncFd)");
+  }
+  eligible_ = config.eligible;
+  snapshot_ = Snapshot{config.blockCount, config.blockSize, config.maxTransferBlocks, config.readOnly,
+                       config.writeCacheEnabled};
+}
+
+bool NativeLun::tryEnter() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!eligible_) return false;
+  users_++;
+  return true;
+}
+
+void NativeLun::exit() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (--users_ == 0) idle_.notify_all();
+}
+
+void NativeLun::waitIdle() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  idle_.wait(lock, [this] { return users_ == 0; });
+}
+
+void NativeLun::update(const NativeLunUpdate& u) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (u.hasBlockCount) snapshot_.blockCount = u.blockCount;
+  if (u.hasReadOnly) snapshot_.readOnly = u.readOnly;
+  if (u.hasWriteCache) snapshot_.writeCacheEnabled = u.writeCacheEnabled;
+  if (u.hasEligible) eligible_ = u.eligible;
+}
+
+NativeLunCounters NativeLun::counters() const {
+  NativeLunCounters c;
+  c.reads = reads.load(std::memory_order_relaxed);
+  c.writes = writes.load(std::memory_order_relaxed);
+  c.bytesRead = bytesRead.load(std::memory_order_relaxed);
+  c.bytesWritten = bytesWritten.load(std::memory_order_relaxed);
+  c.flushes = flushes.load(std::memory_order_relaxed);
+  c.errors = errors.load(std::memory_order_relaxed);
+  return c;
+}
+
+void LunTable::add(uint32_t target, uint32_t lun, const NativeLunConfig& config) {
+  if (target > 255 || lun > kMaxLun) throw std::invalid_argument("target must be 0..255 and lun 0..16383");
+  if (!config.readOnly && config.dsyncFd < 0) throw std::invalid_argument("a writable LUN needs dsyncFd");
+  auto entry = std::make_shared<NativeLun>(config);  // dups the fds
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!luns_.emplace(key(target, lun), std::move(entry)).second)
+    throw std::invalid_argument("target " + std::to_string(target) + " lun " + std::to_string(lun) +
+                                " is already registered");
+  count_.store(luns_.size(), std::memory_order_relaxed);
+}
+
+void LunTable::update(uint32_t target, uint32_t lun, const NativeLunUpdate& u) {
+  auto entry = find(target, lun);
+  if (!entry)
+    throw std::invalid_argument("target " + std::to_string(target) + " lun " + std::to_string(lun) +
+                                " is not registered");
+  entry->update(u);
+}
+
+std::shared_ptr<NativeLun> LunTable::remove(uint32_t target, uint32_t lun) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = luns_.find(key(target, lun));
+  if (it == luns_.end()) return nullptr;
+  auto entry = std::move(it->second);
+  luns_.erase(it);
+  count_.store(luns_.size(), std::memory_order_relaxed);
+  return entry;
+}
+
+std::shared_ptr<NativeLun> LunTable::find(uint32_t target, uint32_t lun) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = luns_.find(key(target, lun));
+  return it == luns_.end() ? nullptr : it->second;
+}
+
+FastPathResult tryExecuteScsiRequest(const ChainSegments& chain, const LunTable& table, uint32_t& usedLength) {
+  // Too short to frame: the JS path reports the violation.
+  if (chain.readableLength < kRequestHeaderSize || chain.writableLength < kResponseHeaderSize)
+    return FastPathResult::kDeferred;
+  uint8_t req[kRequestHeaderSize];  // header and CDB, copied once
+  copyFromSegments(*chain.readable, 0, req, sizeof req);
+  const uint8_t* cdb = req + kCdbOffset;
+  const uint8_t opcode = cdb[0];
+  const bool isRead = opcode == kRead10 || opcode == kRead16;
+  const bool isWrite = opcode == kWrite10 || opcode == kWrite16;
+  const bool isSync = opcode == kSyncCache10 || opcode == kSyncCache16;
+  if (!isRead && !isWrite && !isSync) return FastPathResult::kDeferred;
+  const bool long16 = opcode == kRead16 || opcode == kWrite16 || opcode == kSyncCache16;
+  // CDB fields (SBC-3 tables for READ/WRITE(10/16), SYNCHRONIZE CACHE(10/16)).
+  // Anything the SCSI layer would refuse as INVALID FIELD IN CDB is deferred
+  // to it: RDPROTECT/WRPROTECT (byte 1 bits 7..5), SYNC CACHE reserved bits,
+  // NACA in the CONTROL byte (SAM-5 §5.2).
+  const uint8_t flags = cdb[1];
+  if (isSync ? (flags & 0xf9) != 0 : (flags & 0xe0) != 0) return FastPathResult::kDeferred;
+  if (cdb[long16 ? 15 : 9] & 0x04) return FastPathResult::kDeferred;
+  const uint64_t lba = long16 ? be64(cdb + 2) : be32(cdb + 2);
+  const uint64_t blocks = long16 ? be32(cdb + 10) : be16(cdb + 7);
+  const bool fua = !isSync && (flags & 0x08) != 0;
+
+  uint32_t target = 0, lunNumber = 0;
+  if (!decodeLun(req, target, lunNumber)) return FastPathResult::kDeferred;
+  std::shared_ptr<NativeLun> lun = table.find(target, lunNumber);
+  if (!lun || !lun->tryEnter()) return FastPathResult::kDeferred;  // unknown, or a unit attention pending
+  LunHold hold(*lun);
+  const NativeLun::Snapshot unit = lun->snapshot();
+
+  const uint64_t dataInCapacity = chain.writableLength - kResponseHeaderSize;
+  const uint64_t dataOutLength = chain.readableLength - kRequestHeaderSize;
+  // Residual as hba/virtio-scsi/framing.ts encodeScsiResult computes it when
+  // no data-in was returned: the whole data-in capacity if there is one, else
+  // the data-out bytes not consumed.
+  auto residNoData = [&](uint64_t consumed) -> uint32_t {
+    if (dataInCapacity > 0) return static_cast<uint32_t>(dataInCapacity);
+    return static_cast<uint32_t>(dataOutLength - std::min(consumed, dataOutLength));
+  };
+  auto fail = [&](const Sense& sense) {
+    writeResponse(chain, kStatusCheckCondition, residNoData(dataOutLength), &sense);
+    usedLength = kResponseHeaderSize;
+    return FastPathResult::kCompleted;
+  };
+
+  if (isSync) {
+    // SBC-3 §5.22: blocks = 0 means "to the end of the medium"; the range
+    // only narrows what must be flushed, so fdatasync of the file is correct.
+    if (!lbaRangeValid(lba, blocks, unit.blockCount)) return fail(kLbaOutOfRange);
+    if (::fdatasync(lun->fd()) != 0) {
+      lun->errors.fetch_add(1, std::memory_order_relaxed);
+      return fail(kMediumErrorWrite);
+    }
+    lun->flushes.fetch_add(1, std::memory_order_relaxed);
+    writeResponse(chain, kStatusGood, residNoData(dataOutLength), nullptr);
+    usedLength = kResponseHeaderSize;
+    return FastPathResult::kCompleted;
+  }
+
+  // Same order of checks as read-write.ts: write protection, transfer
+  // length, LBA range, then buffers.
+  if (isWrite && unit.readOnly) return fail(kWriteProtected);
+  if (blocks == 0 || blocks > unit.maxTransferBlocks) return FastPathResult::kDeferred;
+  if (!lbaRangeValid(lba, blocks, unit.blockCount)) return fail(kLbaOutOfRange);
+  const uint64_t length = blocks * unit.blockSize;  // <= 2^32 * 4096: no overflow
+  const uint64_t offset = lba * unit.blockSize;     // lba < blockCount, a capacity in bytes / blockSize
+  if (isRead) {
+    if (dataInCapacity < length) return FastPathResult::kDeferred;  // read-write.ts truncates; let it
+    if (transferAll(lun->fd(), false, *chain.writable, kResponseHeaderSize, length, offset) != 0) {
+      lun->errors.fetch_add(1, std::memory_order_relaxed);
+      return fail(kMediumErrorRead);
+    }
+    lun->reads.fetch_add(1, std::memory_order_relaxed);
+    lun->bytesRead.fetch_add(length, std::memory_order_relaxed);
+    writeResponse(chain, kStatusGood, static_cast<uint32_t>(dataInCapacity - length), nullptr);
+    usedLength = static_cast<uint32_t>(kResponseHeaderSize + length);
+    return FastPathResult::kCompleted;
+  }
+  if (dataOutLength < length) return FastPathResult::kDeferred;  // INVALID FIELD IN CDB, from JS
+  // SBC-3 §4.15: durable before GOOD with FUA or with the write cache off.
+  const bool durable = fua || !unit.writeCacheEnabled;
+  const int fd = durable && lun->dsyncFd() >= 0 ? lun->dsyncFd() : lun->fd();
+  int err = transferAll(fd, true, *chain.readable, kRequestHeaderSize, length, offset);
+  if (err == 0 && durable && fd == lun->fd() && ::fdatasync(fd) != 0) err = errno;
+  if (err != 0) {
+    lun->errors.fetch_add(1, std::memory_order_relaxed);
+    return fail(kMediumErrorWrite);
+  }
+  lun->writes.fetch_add(1, std::memory_order_relaxed);
+  lun->bytesWritten.fetch_add(length, std::memory_order_relaxed);
+  writeResponse(chain, kStatusGood, residNoData(length), nullptr);
+  usedLength = kResponseHeaderSize;
+  return FastPathResult::kCompleted;
+}
+
+}  // namespace vhba

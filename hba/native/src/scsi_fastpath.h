@@ -1,0 +1,127 @@
+// The virtio-scsi READ/WRITE/SYNCHRONIZE CACHE fast path (issue 4): a request
+// queue worker executes these commands itself, with preadv/pwritev between
+// the LUN's backing file and the guest's data buffers (no copy, no JS call),
+// when the addressed LUN is registered here and eligible. Everything else is
+// "deferred": the chain goes to TypeScript exactly as before.
+//
+// The TypeScript side (hba/fastpath.ts) keeps this table in agreement with
+// the SCSI layer: a LUN is eligible only while its LogicalUnit has no pending
+// unit attention, so the JS path answers the command that must report it.
+// Semantics follow hba/scsi/read-write.ts and sync.ts; anything those would
+// answer with a sense this code does not build (INVALID FIELD IN CDB, short
+// buffers, zero-length transfers, READ/WRITE(6/12)) is deferred to them.
+//
+// No N-API here, so it can be unit-tested and fuzzed without Node.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+
+#include "fd_util.h"
+#include "virtqueue.h"
+
+namespace vhba {
+
+/** virtio 1.2 §5.6.2: queue 0 is the controlq, 1 the eventq, 2.. request queues. */
+constexpr uint32_t kFirstRequestQueue = 2;
+
+/** What JS registers for one LUN (the fds are duplicated; JS keeps its own). */
+struct NativeLunConfig {
+  int fd = -1;       // reads, cached writes, fdatasync
+  int dsyncFd = -1;  // O_DSYNC: FUA writes and writes with WCE=0; -1 on a read-only LUN
+  uint32_t blockSize = 512;
+  uint64_t blockCount = 0;
+  uint32_t maxTransferBlocks = 0;  // VPD B0h MAXIMUM TRANSFER LENGTH; longer → deferred
+  bool readOnly = true;
+  bool writeCacheEnabled = true;
+  bool eligible = false;
+};
+
+/** The mutable part of a LUN's state (each field optional). */
+struct NativeLunUpdate {
+  bool hasBlockCount = false, hasReadOnly = false, hasWriteCache = false, hasEligible = false;
+  uint64_t blockCount = 0;
+  bool readOnly = false, writeCacheEnabled = false, eligible = false;
+};
+
+/** I/O done natively on one LUN (monotonic). */
+struct NativeLunCounters {
+  uint64_t reads = 0, writes = 0, bytesRead = 0, bytesWritten = 0, flushes = 0, errors = 0;
+};
+
+/** One registered LUN. Shared by the table and the workers using it; the fds
+ * close when the last reference drops. */
+class NativeLun {
+ public:
+  explicit NativeLun(const NativeLunConfig& config);  // dups the fds; throws on failure
+
+  /** Worker: takes the LUN for one command if it is eligible. */
+  bool tryEnter();
+  /** Worker: the command is done. */
+  void exit();
+  /** Owner: blocks until no command holds the LUN. */
+  void waitIdle();
+  void update(const NativeLunUpdate& u);
+  NativeLunCounters counters() const;
+
+  /** Parameters a command reads once, under the lock (see tryEnter). */
+  struct Snapshot {
+    uint64_t blockCount;
+    uint32_t blockSize;
+    uint32_t maxTransferBlocks;
+    bool readOnly;
+    bool writeCacheEnabled;
+  };
+  Snapshot snapshot() const { return snapshot_; }
+
+  int fd() const { return fd_.get(); }
+  int dsyncFd() const { return dsyncFd_.get(); }
+
+  std::atomic<uint64_t> reads{0}, writes{0}, bytesRead{0}, bytesWritten{0}, flushes{0}, errors{0};
+
+ private:
+  UniqueFd fd_, dsyncFd_;
+  mutable std::mutex mutex_;
+  std::condition_variable idle_;
+  uint32_t users_ = 0;
+  bool eligible_ = false;
+  Snapshot snapshot_{};
+};
+
+/** target/lun → NativeLun, shared by the device's workers. */
+class LunTable {
+ public:
+  /** Throws std::invalid_argument if the address is taken or the config is invalid. */
+  void add(uint32_t target, uint32_t lun, const NativeLunConfig& config);
+  /** Throws std::invalid_argument if absent. */
+  void update(uint32_t target, uint32_t lun, const NativeLunUpdate& u);
+  /** Removes and returns the entry (nullptr if absent); commands already
+   * holding it finish (NativeLun::waitIdle). */
+  std::shared_ptr<NativeLun> remove(uint32_t target, uint32_t lun);
+  std::shared_ptr<NativeLun> find(uint32_t target, uint32_t lun) const;
+  /** Cheap check for the workers: is anything registered at all? */
+  bool empty() const { return count_.load(std::memory_order_relaxed) == 0; }
+
+ private:
+  static uint32_t key(uint32_t target, uint32_t lun) { return (target << 16) | lun; }
+  mutable std::mutex mutex_;
+  std::unordered_map<uint32_t, std::shared_ptr<NativeLun>> luns_;
+  std::atomic<size_t> count_{0};
+};
+
+/** Result of tryExecuteScsiRequest. */
+enum class FastPathResult { kDeferred, kCompleted };
+
+/** Examines one request-queue chain (virtio 1.2 §5.6.6.1). If it is a READ(10/16),
+ * WRITE(10/16) or SYNCHRONIZE CACHE(10/16) for an eligible LUN of `table`,
+ * executes it, writes the response header (and data) into the chain's
+ * writable buffers, sets `usedLength` and returns kCompleted; the caller puts
+ * it on the used ring. Otherwise nothing was written and the chain must go to
+ * JS (kDeferred). Blocking: does the file I/O on the calling thread. */
+FastPathResult tryExecuteScsiRequest(const ChainSegments& chain, const LunTable& table, uint32_t& usedLength);
+
+}  // namespace vhba
