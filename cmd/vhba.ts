@@ -19,6 +19,7 @@ Commands:
   attach      hotplug a LUN into a running engine
   detach      hot-unplug a LUN
   resize      grow a LUN
+  kubevirt-hook  KubeVirt hook: add vhba's devices to a libvirt domain
   help        show help for a command
 
 Run 'vhba <command> --help' for a command's options.`;
@@ -35,6 +36,7 @@ const COMMANDS: Record<string, { usage: () => Promise<string>; run: (argv: strin
   attach: { usage: async () => (await import('./lun-verbs.ts')).ATTACH_USAGE, run: async (argv) => (await import('./lun-verbs.ts')).runAttach(argv) },
   detach: { usage: async () => (await import('./lun-verbs.ts')).DETACH_USAGE, run: async (argv) => (await import('./lun-verbs.ts')).runDetach(argv) },
   resize: { usage: async () => (await import('./lun-verbs.ts')).RESIZE_USAGE, run: async (argv) => (await import('./lun-verbs.ts')).runResize(argv) },
+  'kubevirt-hook': { usage: async () => (await import('./kubevirt-hook.ts')).KUBEVIRT_HOOK_USAGE, run: async (argv) => (await import('./kubevirt-hook.ts')).runKubevirtHook(argv) },
 };
 
 /** Runs the CLI with `argv` (without node and script); returns the exit code. */

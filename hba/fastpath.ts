@@ -17,10 +17,9 @@
 //
 // Only FileBackend LUNs are served natively; others (memory) always use JS.
 //
-// Measurements behind the native queue-serving choices (DeviceConfig
-// completionBatch / pollMicros in hba/native/src/device.h), `node
-// bench/run.ts --quick` and full runs, see the report of issue 4 and
-// FASTPATH_TUNING below.
+// How the native queues are served (thread per queue, batched completions,
+// no polling window) and the measurements behind it: the comment above
+// Device::runWorker in hba/native/src/device.cc.
 import type pino from 'pino';
 import type { FastPathLuns, NativeLunConfig, NativeLunCounters } from './native/index.ts';
 import type { LogicalUnit, LogicalUnitStats } from './scsi/logical-unit.ts';

@@ -27,6 +27,11 @@ PACKAGES=(
   util-linux          # lsblk, blockdev for the guest
   base-passwd         # /etc/passwd and /etc/group masters for the guest
   ca-certificates     # apt-get download over https mirrors
+  librsvg2-bin        # rsvg-convert: the benchmark's PNG plot
+  g++                 # the native addon and the benchmark front-end
+  make                # the benchmark front-end's Makefile
+  python3             # node-gyp
+  openssl             # certificates for the test kube-apiserver
 )
 
 check_only=false

@@ -90,6 +90,8 @@ export class KubernetesStore implements Store {
   private readonly claims: Informer<RawObject> & ObjectCache<RawObject>;
   private readonly overlay = new Map<string, DiskObject>();
   private readonly deletedUids = new Set<string>();
+  /** Claims this process created that the informer has not delivered yet. */
+  private readonly createdClaims = new Map<string, ClaimObject>();
   private readonly listeners: ChangeListener[] = [];
   private stopped = false;
   private eventSeq = 0;
@@ -122,6 +124,7 @@ export class KubernetesStore implements Store {
       if (vm !== undefined && raw.metadata?.namespace !== undefined) this.emit(`${raw.metadata.namespace}/${vm}`);
     };
     for (const verb of ['add', 'update', 'delete'] as const) this.claims.on(verb, claimChanged);
+    this.claims.on('delete', (raw) => this.createdClaims.delete(objectKey({ namespace: raw.metadata?.namespace ?? '', name: raw.metadata?.name ?? '' })));
     for (const [what, informer] of [['virtualdisks', this.disks], ['persistentvolumeclaims', this.claims]] as const) {
       informer.on('error', (err: unknown) => {
         if (this.stopped) return;
@@ -208,7 +211,12 @@ export class KubernetesStore implements Store {
 
   claim(namespace: string, name: string): ClaimObject | undefined {
     const raw = this.claims.get(name, namespace);
-    return raw === undefined ? undefined : toClaimObject(raw);
+    const key = objectKey({ namespace, name });
+    if (raw !== undefined) {
+      this.createdClaims.delete(key);
+      return toClaimObject(raw);
+    }
+    return this.createdClaims.get(key);
   }
 
   private diskPath(namespace: string, name: string, sub = ''): string {
@@ -278,7 +286,9 @@ export class KubernetesStore implements Store {
         },
       },
     });
-    return toClaimObject(raw);
+    const created = toClaimObject(raw);
+    this.createdClaims.set(objectKey(claim), created);
+    return created;
   }
 
   async updateClaim(namespace: string, name: string, annotations: Record<string, string>, requestBytes?: number): Promise<ClaimObject> {
