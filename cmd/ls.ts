@@ -44,7 +44,7 @@ export interface LsController {
   socketPath: string;
   connected: boolean;
   numRequestQueues: number;
-  requestQueues: { queue: number; commands: number; inFlight: number }[];
+  requestQueues: { queue: number; commands: number; inFlight: number; availIndex: number }[];
   luns: LsLun[];
 }
 
@@ -63,7 +63,7 @@ export function toLsView(res: ListControllersResponse): LsController[] {
       socketPath: c.socketPath,
       connected: c.connected,
       numRequestQueues: c.numRequestQueues,
-      requestQueues: c.requestQueues.map((q) => ({ queue: q.queue, commands: Number(q.commands), inFlight: q.inFlight })),
+      requestQueues: c.requestQueues.map((q) => ({ queue: q.queue, commands: Number(q.commands), inFlight: q.inFlight, availIndex: q.availIndex })),
       luns: c.luns.map((l) => {
         const target = l.address?.target ?? 0;
         const lun = l.address?.lun ?? 0;
@@ -96,7 +96,7 @@ export function formatLs(controllers: readonly LsController[]): string {
   if (controllers.length === 0) return 'no controllers\n';
   const out: string[] = [];
   for (const c of controllers) {
-    const queues = c.requestQueues.length === 0 ? '' : `; queues ${c.requestQueues.map((q) => `q${q.queue - 2}=${q.commands}`).join(' ')}`;
+    const queues = c.requestQueues.length === 0 ? '' : `; request queues (avail index / TypeScript-path commands) ${c.requestQueues.map((q) => `q${q.queue - 2}=${q.availIndex}/${q.commands}`).join(' ')}`;
     out.push(`${c.id}  ${c.socketPath}  ${c.connected ? 'connected' : 'not connected'}  ${c.numRequestQueues} request queue(s)${queues}`);
     if (c.luns.length === 0) {
       out.push('  (no LUNs)');

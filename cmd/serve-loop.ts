@@ -235,6 +235,11 @@ export class ServeLoop {
     }
     const execution = await executeReconcile(client, plan.actions, logger);
     for (const f of execution.failures) err(`vhba serve: ${describeAction(f.action)} failed: ${f.message}\n`);
+    if (previous !== undefined) {
+      for (const a of execution.applied) {
+        if (a.kind === 'createController') err(`vhba serve: new controller ${a.controller.id}: a running VM sees it only after a restart with the arguments 'vhba qemu-args' prints (a PCI device is not hotplugged)\n`);
+      }
+    }
 
     for (const vm of topology.vms) {
       const text = `${JSON.stringify(vm, null, 2)}\n`;

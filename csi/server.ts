@@ -10,6 +10,7 @@
 //   cluster the Kubernetes store would read CSINode objects instead).
 import * as grpc from '@grpc/grpc-js';
 import { chmod, mkdir, rm } from 'node:fs/promises';
+import { checkSocketDir } from '../hba/security.ts'; // H9
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { addService } from '../protos/grpc.ts';
@@ -88,6 +89,7 @@ export async function startCsiServer(o: CsiServerOptions): Promise<CsiServer> {
   }
 
   await mkdir(dirname(socketPath), { recursive: true, mode: 0o750 });
+  checkSocketDir(dirname(socketPath)); // H9: a directory only we (or root) can write; the socket is 0600 below
   await rm(socketPath, { force: true });
   await new Promise<void>((resolve, reject) =>
     server.bindAsync(`unix://${socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),

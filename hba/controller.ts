@@ -4,6 +4,7 @@
 // only; the listener keeps accepting, and a new connection starts from a fresh
 // device. A second connection while one is active is closed at once.
 import { lstat, mkdir, unlink } from 'node:fs/promises';
+import { checkSocketDir } from './security.ts'; // H9
 import path from 'node:path';
 import type pino from 'pino';
 import type { FastPathDevices } from './fastpath.ts';
@@ -63,6 +64,7 @@ export class VhostUserScsiController {
   async start(): Promise<void> {
     const socketPath = this.config.socketPath;
     await mkdir(path.dirname(socketPath), { recursive: true, mode: 0o700 });
+    checkSocketDir(path.dirname(socketPath)); // H9: nobody else may write the socket's directory
     const existing = await lstat(socketPath).catch((err: NodeJS.ErrnoException) => {
       if (err.code === 'ENOENT') return null;
       throw err;
@@ -104,9 +106,21 @@ export class VhostUserScsiController {
     return this.#active?.scsi.lunParametersChanged(target, lun, 0x2a, 0x09) ?? false;
   }
 
-  /** Per request queue counters of the active connection (empty without one). */
-  requestQueueStats(): RequestQueueStats[] {
-    return this.#active?.scsi.requestQueueStats() ?? [];
+  /** Per request queue counters of the active connection (empty without
+   * one): commands the TypeScript path ran, and the queue's consumed avail
+   * index, which also counts the chains the native fast path served. */
+  requestQueueStats(): (RequestQueueStats & { availIndex: number })[] {
+    const active = this.#active;
+    if (!active) return [];
+    return active.scsi.requestQueueStats().map((q) => {
+      let availIndex = 0;
+      try {
+        availIndex = active.device.queueState(q.queue).lastAvail;
+      } catch {
+        // queue not set up yet
+      }
+      return { ...q, availIndex };
+    });
   }
 
   /** Resolves when the active session has handled every message received so far. */

@@ -44,9 +44,11 @@ export interface ControllerInfo {
   /** Whether a front-end (QEMU) is connected and the device is running. */
   connected: boolean;
   luns: LunInfo[];
-  /** Per request queue of the current connection: commands popped so far and
-   * still running (absent while no front-end is connected). */
-  requestQueues?: { queue: number; commands: number; inFlight: number }[];
+  /** Per request queue of the current connection (absent while no front-end
+   * is connected): commands the TypeScript path ran and still runs, and the
+   * queue's consumed avail index (16 bits, wraps), which also counts what the
+   * native fast path served. */
+  requestQueues?: { queue: number; commands: number; inFlight: number; availIndex: number }[];
 }
 
 export interface Engine {

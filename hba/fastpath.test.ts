@@ -164,7 +164,6 @@ describe('FastPath end to end with the native device', () => {
     const target = new ScsiTarget();
     target.attach(5, unit);
     const fp = new FastPath();
-    let device!: NativeVirtioDevice;
     const scsi = new VirtioScsiDevice({
       numRequestQueues: 1,
       maxQueueSize: 32,
@@ -176,7 +175,7 @@ describe('FastPath end to end with the native device', () => {
       },
     });
     let jsChains = 0;
-    device = native.createDevice({
+    const device: NativeVirtioDevice = native.createDevice({
       numQueues: scsi.numQueues,
       maxQueueSize: 32,
       maxChainBytes: MiB,

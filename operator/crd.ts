@@ -3,7 +3,7 @@
 // to deploy/helm/vhba/crds/virtualdisks.vhba.io.yaml; CI checks that file is
 // current (`node scripts/gen-crd.ts --check`).
 import { stringify } from 'yaml';
-import { virtualDiskOpenApiSchema } from './api/schema.ts';
+import { virtualDiskOpenApiSchema, type OpenApiSchema } from './api/schema.ts';
 import { API_VERSION, KIND } from './api/virtualdisk.ts';
 
 /** API group, version and names of the resource. */
@@ -11,6 +11,14 @@ export const CRD_GROUP = API_VERSION.split('/')[0] ?? 'vhba.io';
 export const CRD_VERSION = API_VERSION.split('/')[1] ?? 'v1alpha1';
 export const CRD_PLURAL = 'virtualdisks';
 export const CRD_NAME = `${CRD_PLURAL}.${CRD_GROUP}`;
+
+/** The shared schema as a CRD may carry it: the API server allows nothing
+ * but `type: object` on metadata (no description). */
+function crdSchema(): OpenApiSchema {
+  const schema = structuredClone(virtualDiskOpenApiSchema);
+  if (schema.properties?.metadata !== undefined) schema.properties.metadata = { type: 'object' };
+  return schema;
+}
 
 /** The CRD as a plain object. */
 export function buildVirtualDiskCrd(): Record<string, unknown> {
@@ -46,7 +54,7 @@ export function buildVirtualDiskCrd(): Record<string, unknown> {
             { name: 'PHASE', type: 'string', jsonPath: '.status.phase', description: 'Lifecycle phase.' },
             { name: 'AGE', type: 'date', jsonPath: '.metadata.creationTimestamp' },
           ],
-          schema: { openAPIV3Schema: virtualDiskOpenApiSchema },
+          schema: { openAPIV3Schema: crdSchema() },
         },
       ],
     },

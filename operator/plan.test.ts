@@ -85,6 +85,19 @@ describe('planVm: which actions for which world', () => {
     expect(kinds(world([edited], { claims }), 'ns/a')).toEqual(['patchStatus']);
   });
 
+  it('compares statuses whatever the key order the store returns', async () => {
+    const store = new MemoryStore();
+    const reconciler = new Reconciler({ store, log, now: () => new Date(NOW) });
+    store.apply({ metadata: { name: 'a', namespace: 'ns' }, spec: { vmName: 'vm', capacity: '1Gi', storageClassName: 'fast' } });
+    await converge(store, reconciler);
+    const stored = store.get('ns', 'a')!;
+    const reverse = (o: object): object => Object.fromEntries(Object.entries(o).reverse().map(([k, v]) => [k, v !== null && typeof v === 'object' && !Array.isArray(v) ? reverse(v as object) : Array.isArray(v) ? v.map((x) => (typeof x === 'object' ? reverse(x as object) : x)) : v]));
+    const shuffled = { ...stored, status: reverse(stored.status!) as DiskObject['status'] };
+    expect(JSON.stringify(shuffled.status)).not.toBe(JSON.stringify(stored.status));
+    const claims = new Map(store.allClaims().map((c) => [`ns/${c.metadata.name}`, c]));
+    expect(planVm(world([shuffled], { claims })).steps.size).toBe(0);
+  });
+
   it('a bigger capacity grows the claim; annotations lost are put back', async () => {
     const store = new MemoryStore();
     const reconciler = new Reconciler({ store, log });

@@ -103,8 +103,15 @@ function claimOf(disk: DiskObject): { name: string; owned: boolean } | undefined
   return { name: claimNameFor(disk), owned: true };
 }
 
+/** JSON with object keys sorted (the API server returns keys in its own order). */
+function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) => (v !== null && typeof v === 'object' && !Array.isArray(v)
+    ? Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+    : v));
+}
+
 function sameJson(a: unknown, b: unknown): boolean {
-  return JSON.stringify(a) === JSON.stringify(b);
+  return canonicalJson(a) === canonicalJson(b);
 }
 
 /** Replaces the Assigned condition in `existing`, keeping lastTransitionTime

@@ -3,7 +3,7 @@
 # module proxy only (no release downloads): kube-apiserver, kubectl and etcd
 # (module tools/k8s), csi-sanity and helm (go install <pkg>@<version>).
 #
-# Everything lands under $VHBA_CACHE (default: <repo>/.cache) so CI can cache
+# Everything lands under $VHBA_CACHE (default: ~/.cache/vhba) so CI can cache
 # it:
 #   bin/<tool>            the binaries
 #   stamps/<tool>         what the binary was built from; equal stamp => skip
@@ -14,7 +14,7 @@
 #        VHBA_NICE (nice level, default 15).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
-export VHBA_CACHE="${VHBA_CACHE:-$repo/.cache}"
+export VHBA_CACHE="${VHBA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vhba}"
 
 CSI_TEST_VERSION=v5.4.0
 HELM_VERSION=v3.22.0

@@ -3,7 +3,7 @@
 # packages (busybox-static, systemd-udevd + udev rules + scsi_id, sg3-utils,
 # fio, util-linux, kmod, e2fsprogs) with test/guest/init.sh as /init.
 #
-# Output in $VHBA_CACHE/guest (default <repo>/.cache/guest):
+# Output in $VHBA_CACHE/guest (default ~/.cache/vhba/guest):
 #   vmlinuz      the kernel of the package linux-image-amd64 depends on
 #   initrd.img   zstd-compressed newc cpio, padded to 4 bytes so the harness can
 #                append uncompressed archives (Linux accepts concatenated cpios)
@@ -18,7 +18,7 @@
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cache_root="${VHBA_CACHE:-$repo/.cache}"
+cache_root="${VHBA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vhba}"
 out="$cache_root/guest"
 debs="$cache_root/debs"
 init_script="$repo/test/guest/init.sh"

@@ -27,6 +27,7 @@ seconds=20
 only=""
 replayOnly=0
 mergeSeeds=0
+seedLimit=48  # committed seeds per target
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -111,14 +112,14 @@ for name in "${order[@]}"; do
   fi
 
   # 2. Bounded coverage-guided run; new corpus units go to the cache, findings to crashes/.
-  before=$(find "$crashes" -type f | wc -l)
+  before=$(find "$crashes" -type f ! -name '.*' | wc -l)
   echo "== fuzz $name for ${seconds}s"
   set +e
   "$bin" "$work" "$seeds" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=4096 \
     -artifact_prefix="$crashes/" -print_final_stats=1 -close_fd_mask=1 >"$log" 2>&1
   rc=$?
   set -e
-  after=$(find "$crashes" -type f | wc -l)
+  after=$(find "$crashes" -type f ! -name '.*' | wc -l)
   execs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' || echo 0)
   cov=$(grep -oE 'cov: [0-9]+ ft: [0-9]+' "$log" | tail -1 || true)
   findings=$(( after - before ))
@@ -127,7 +128,11 @@ for name in "${order[@]}"; do
     grep -E 'ERROR|FUZZ_CHECK|SUMMARY|Test unit written' "$log" | head -8 >&2 || true
   fi
   if [ $mergeSeeds = 1 ]; then
+    # Fold new coverage into the committed seeds, then keep them small: the
+    # $seedLimit largest inputs (they exercise the most actions); the full
+    # corpus stays in the cache.
     "$bin" -merge=1 -max_len=4096 "$seeds" "$work" >"$log.merge" 2>&1 || true
+    ls -S "$seeds" | tail -n +$((seedLimit + 1)) | while read -r f; do rm -f "$seeds/$f"; done
   fi
   summary+=("$(printf '%-15s %5ss  execs %9s  %-22s  findings %d  replay %s (%d inputs)' \
     "$name" "$seconds" "${execs:-0}" "${cov:-cov: ?}" "$findings" "$replayStatus" "${#replay[@]}")")

@@ -3,7 +3,8 @@
 // here (INVALID_ARGUMENT with a message naming the field), the Engine does the
 // work, and engine errors that carry a gRPC code keep it.
 import * as grpc from '@grpc/grpc-js';
-import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { chmodSync, rmSync } from 'node:fs';
+import { createServer, type Socket } from 'node:net';
 import { dirname, isAbsolute, relative, resolve, sep } from 'node:path';
 import type { Logger } from 'pino';
 import { addService, GrpcError } from '../../protos/grpc.ts';
@@ -14,6 +15,9 @@ import {
 } from '../../protos/gen/vhba/hba/v1/hba_pb.ts';
 import { MAX_LUNS_PER_TARGET, MAX_TARGETS, type Engine, type LunSpec } from '../engine-api.ts';
 import { EngineError } from '../engine-errors.ts';
+import { native } from '../native/index.ts';
+// H9 (issue 9): private socket directory, SO_PEERCRED allow list, per-controller limits.
+import { checkControllerShape, checkLunCount, defaultPeerPolicy, ensurePrivateDir, limitsFromEnv, LimitExceededError, peerRejection, type ControllerLimits, type PeerPolicy } from '../security.ts';
 
 const VERSION = '0.1.0';
 
@@ -94,6 +98,29 @@ export interface ControlServer {
 export interface ControlServerOptions {
   /** When set, CreateController accepts only socket paths inside this directory. */
   socketRoot?: string;
+  /** H9: who may connect (SO_PEERCRED); default root and the engine's uid. */
+  peerPolicy?: PeerPolicy;
+  /** H9: per-controller limits; default limitsFromEnv(). */
+  limits?: ControllerLimits;
+}
+
+/** H9: a limit breach as RESOURCE_EXHAUSTED naming the limit and its maximum. */
+function limitToGrpc(err: unknown): never {
+  if (err instanceof LimitExceededError) throw new GrpcError(grpc.status.RESOURCE_EXHAUSTED, err.message);
+  throw err;
+}
+
+/** H9: null if the peer of `socket` may use the control API, else why not.
+ * Fails closed: no fd or no native getsockopt means no access. */
+export function peerRejectionOf(socket: Socket, policy: PeerPolicy): string | null {
+  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) return 'no file descriptor for the connection';
+  if (typeof native.peerCredentialsOfFd !== 'function') return 'the native addon lacks peerCredentialsOfFd (rebuild it)';
+  try {
+    return peerRejection(policy, native.peerCredentialsOfFd(fd));
+  } catch (err) {
+    return `SO_PEERCRED failed: ${(err as Error).message}`;
+  }
 }
 
 /** Whether `path` lies strictly inside `root` (both resolved; no `..` escape). */
@@ -105,8 +132,10 @@ export function isInside(root: string, path: string): boolean {
 /** Serves the EngineService for `engine` on a unix socket (mode 0600 inside a
  * directory created 0700 when missing). */
 export async function startControlServer(engine: Engine, socketPath: string, log?: Logger, options: ControlServerOptions = {}): Promise<ControlServer> {
-  mkdirSync(dirname(socketPath), { recursive: true, mode: 0o700 });
+  ensurePrivateDir(dirname(socketPath)); // H9: 0700, ours or root's, not a symlink
   rmSync(socketPath, { force: true });
+  const limits = options.limits ?? limitsFromEnv();
+  const peerPolicy = options.peerPolicy ?? defaultPeerPolicy();
   const server = new grpc.Server();
   addService(
     server,
@@ -120,6 +149,7 @@ export async function startControlServer(engine: Engine, socketPath: string, log
         }
         if (req.numRequestQueues > 16) invalid(`num_request_queues ${req.numRequestQueues} is too large: at most 16`);
         if (req.maxQueueSize !== 0 && (req.maxQueueSize & (req.maxQueueSize - 1)) !== 0) invalid('max_queue_size must be a power of two');
+        try { checkControllerShape(limits, { numRequestQueues: req.numRequestQueues || 1, maxQueueSize: req.maxQueueSize || 0 }); } catch (err) { limitToGrpc(err); } // H9
         await engine
           .createController({
             id: req.id,
@@ -138,6 +168,8 @@ export async function startControlServer(engine: Engine, socketPath: string, log
       async attachLun(req) {
         if (!req.controllerId) invalid('controller_id is required');
         const spec = lunSpecFromRequest(req.address, req.backing, req.parameters);
+        const existing = engine.list().find((c) => c.id === req.controllerId); // H9: LUNs per controller
+        if (existing) try { checkLunCount(limits, existing.luns.length); } catch (err) { limitToGrpc(err); }
         await engine.attachLun(req.controllerId, spec).catch(engineErrorToGrpc);
         return {};
       },
@@ -182,7 +214,7 @@ export async function startControlServer(engine: Engine, socketPath: string, log
               bytesRead: BigInt(l.bytesRead),
               bytesWritten: BigInt(l.bytesWritten),
             })),
-            requestQueues: (c.requestQueues ?? []).map((q) => ({ queue: q.queue, commands: BigInt(q.commands), inFlight: q.inFlight })),
+            requestQueues: (c.requestQueues ?? []).map((q) => ({ queue: q.queue, commands: BigInt(q.commands), inFlight: q.inFlight, availIndex: q.availIndex })),
           })),
         };
       },
@@ -205,15 +237,37 @@ export async function startControlServer(engine: Engine, socketPath: string, log
     },
   );
   const address = `unix://${socketPath}`;
-  await new Promise<void>((resolve, reject) =>
-    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
-  );
-  chmodSync(socketPath, 0o600);
+  // H9: we own the listening socket (node:net) so every accepted connection's
+  // SO_PEERCRED is checked before grpc-js sees a byte; allowed ones are handed
+  // to grpc-js through its connection injector. Rejected peers are closed.
+  const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+  const sockets = new Set<Socket>();
+  const listener = createServer({ pauseOnConnect: true }, (socket) => {
+    const reason = peerRejectionOf(socket, peerPolicy);
+    if (reason !== null) {
+      log?.warn({ reason }, 'control connection refused');
+      socket.destroy();
+      return;
+    }
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    injector.injectConnection(socket);
+    socket.resume();
+  });
+  await new Promise<void>((resolve, reject) => {
+    listener.once('error', reject);
+    listener.listen(socketPath, () => { listener.off('error', reject); resolve(); });
+  });
+  chmodSync(socketPath, 0o600); // the directory (0700) already keeps others out in the meantime
   return {
     address,
     close: () =>
       new Promise<void>((resolve) => {
+        listener.close();
+        injector.drain(0);
         server.tryShutdown(() => {
+          injector.destroy();
+          for (const s of sockets) s.destroy();
           rmSync(socketPath, { force: true });
           resolve();
         });

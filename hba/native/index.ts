@@ -210,6 +210,9 @@ export interface NativeBinding {
    * resolves true if it fired. For test drivers. */
   eventfdWait(fd: number, timeoutMs: number): Promise<boolean>;
   closeFd(fd: number): void;
+  /** SO_PEERCRED of a connected unix socket fd the caller owns (the control
+   * API checks its peers with it; issue 9). Throws on a non-socket fd. */
+  peerCredentialsOfFd?(fd: number): { pid: number; uid: number; gid: number };
   /** fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE): deallocates a
    * byte range of a file so it reads back as zeros. */
   punchHole(fd: number, offset: number, length: number): Promise<void>;

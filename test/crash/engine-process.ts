@@ -29,7 +29,7 @@ export async function startEngine(socket: string, file: string, sizeBytes: numbe
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const ready = await new Promise<{ pid: number }>((resolve, reject) => {
     let out = '';
-    const t = setTimeout(() => reject(new Error(`engine not ready in 20 s: ${err}`)), 20_000);
+    const t = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`engine not ready in 120 s: ${err}`)); }, 120_000);
     child.stdout!.on('data', (d: Buffer) => {
       out += d.toString();
       const line = out.split('\n').find((l) => l.includes('"ready"'));

@@ -95,8 +95,11 @@ interface Version { seq: number; acked: boolean; durable: boolean }
  * content of every sector is zeros (a fresh sparse file). Per sector: let D be
  * the newest durable version; the sector must equal D or a version submitted
  * after D (old or new, never anything else); with no durable version it may
- * also still be zeros. */
-export function checkFile(file: string, records: readonly LogRecord[]): CheckResult {
+ * also still be zeros. `content` regenerates versions (default sectorContent). */
+/** Content of sector `i` of write `seq` at `lba` (the checker regenerates every version). */
+export type SectorContent = (seq: number, lba: number, i: number) => Buffer;
+
+export function checkFile(file: string, records: readonly LogRecord[], content: SectorContent = sectorContent): CheckResult {
   const writes = new Map<number, { lba: number; sectors: number; durableOnAck: boolean; acked: boolean; durable: boolean }>();
   const acked: number[] = []; // seqs acked, in order
   const flushStart = new Map<number, number>(); // flush seq -> number of acks seen when it was submitted
@@ -138,7 +141,7 @@ export function checkFile(file: string, records: readonly LogRecord[]): CheckRes
       else {
         for (const v of versions) {
           const w = writes.get(v.seq)!;
-          if (buf.equals(sectorContent(v.seq, w.lba, lba - w.lba))) { found = v.seq; break; }
+          if (buf.equals(content(v.seq, w.lba, lba - w.lba))) { found = v.seq; break; }
         }
       }
       const newestDurable = versions.filter((v) => v.durable).at(-1)?.seq ?? -1;
@@ -155,4 +158,22 @@ export function checkFile(file: string, records: readonly LogRecord[]): CheckRes
 
 function describe(b: Buffer): string {
   return b.subarray(0, 8).toString('latin1') === 'VHBACRSH' ? `header of write ${b.readUInt32LE(8)} sector ${b.readUInt32LE(12)}` : `bytes ${b.subarray(0, 16).toString('hex')}`;
+}
+
+/** The guest workload's sector content (test/crash/guest-writer.sh): the
+ * 32-byte line "VHBAGST <seq:11> <lba:11>\n" repeated, the same in every sector. */
+export function guestSectorContent(seq: number, lba: number): Buffer {
+  const line = `VHBAGST ${String(seq).padStart(11, '0')} ${String(lba).padStart(11, '0')}\n`;
+  return Buffer.from(line.repeat(SECTOR / line.length), 'latin1');
+}
+
+/** Turns the guest's console lines (CRW/CRA/CRS/CRF, see guest-writer.sh) into log records. */
+export function recordsFromConsole(text: string, sectors: number): LogRecord[] {
+  const out: LogRecord[] = [];
+  for (const m of text.matchAll(/^CR([WASF]) (\d+)(?: (\d+) ([01]))?\r?$/gm)) {
+    const seq = Number(m[2]);
+    if (m[1] === 'W') out.push({ t: 'W', seq, lba: Number(m[3]), sectors, durableOnAck: m[4] === '1', sha: '' });
+    else out.push({ t: m[1] as 'A' | 'S' | 'F', seq });
+  }
+  return out;
 }

@@ -61,6 +61,8 @@ export interface WorkloadOptions {
   /** Next sequence number (continues across cycles). */
   seq: { next: number };
   random: () => number;
+  /** Called after each acknowledged write (the test times its kill from the first). */
+  onAck?: () => void;
 }
 
 /** Counts of what was acknowledged. */
@@ -99,6 +101,7 @@ export async function runWorkload(fe: TestFrontend, log: CrashLog, o: WorkloadOp
         if (r.status !== 0) throw new Error(`WRITE(16): status ${r.status}, sense ${r.sense.toString('hex')}`);
         log.append({ t: 'A', seq });
         stats.acked++;
+        o.onAck?.();
         if (fua) stats.fuaAcked++;
       } finally {
         busy.delete(block);

@@ -31,7 +31,7 @@ function prng(seed: number): () => number {
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'vhba-crash-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+afterAll(() => rmSync(dir, { recursive: true, force: true, maxRetries: 5 }));
 
 describe('crash consistency: SIGKILL the engine mid-write, many times', () => {
   it(`survives ${CYCLES} kill cycles with 0 lost flushed/FUA writes`, async () => {
@@ -61,9 +61,14 @@ describe('crash consistency: SIGKILL the engine mid-write, many times', () => {
           }
         }
         const killAfterMs = 5 + Math.floor(random() * 150);
-        const run = runWorkload(fe, log, { blocks: BLOCKS, blockSectors: BLOCK_SECTORS, depth: 4, fuaShare: 0.3, syncShare: 0.1, writeCacheEnabled: true, maxOps: 100_000, seq, random });
+        // The kill comes a random 5–155 ms after the first acknowledged write, so every cycle kills mid-stream.
+        let firstAck!: () => void;
+        const acked = new Promise<void>((resolve) => (firstAck = resolve));
+        const run = runWorkload(fe, log, { blocks: BLOCKS, blockSectors: BLOCK_SECTORS, depth: 4, fuaShare: 0.3, syncShare: 0.1, writeCacheEnabled: true, maxOps: 100_000, seq, random, onAck: () => firstAck() });
         const e = engine;
-        const killer = new Promise<void>((resolve) => setTimeout(() => { killEngine(e).then(resolve, resolve); }, killAfterMs));
+        const killer = Promise.race([acked, new Promise((r) => setTimeout(r, 10_000))])
+          .then(() => new Promise((r) => setTimeout(r, killAfterMs)))
+          .then(() => killEngine(e));
         const stats: WorkloadStats = await run;
         await killer;
         engine = null;
@@ -80,6 +85,7 @@ describe('crash consistency: SIGKILL the engine mid-write, many times', () => {
         totals.flushes += stats.flushesCompleted;
         totals.durable = result.durableWrites;
         if (stats.endedBy === 'connection closed') totals.killedMidRun++;
+        if ((cycle + 1) % 10 === 0) console.log(`crash kill cycles: ${cycle + 1} done, ${JSON.stringify(totals)}`);
       }
     } finally {
       log.close();
@@ -88,8 +94,8 @@ describe('crash consistency: SIGKILL the engine mid-write, many times', () => {
     console.log(`crash kill cycles: ${JSON.stringify({ seed, ...totals })}`);
     expect(totals.cycles).toBe(CYCLES);
     expect(totals.killedMidRun).toBe(CYCLES); // every kill landed while I/O was in flight
-    expect(totals.fuaAcked).toBeGreaterThan(CYCLES);
-    expect(totals.flushes).toBeGreaterThan(CYCLES / 2);
+    expect(totals.fuaAcked).toBeGreaterThan(CYCLES / 2);
+    expect(totals.flushes).toBeGreaterThan(CYCLES / 5);
   }, CYCLES * 15_000 + 60_000);
 
   it('the checker catches a lost flushed write and garbage', () => {

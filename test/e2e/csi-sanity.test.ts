@@ -9,9 +9,10 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cacheDir } from '../cache.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
-const CACHE = process.env.VHBA_CACHE ?? join(ROOT, '.cache');
+const CACHE = cacheDir();
 const SANITY = join(CACHE, 'bin', 'csi-sanity');
 const SANITY_VERSION = 'v5.4.0';
 

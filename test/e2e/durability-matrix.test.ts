@@ -23,7 +23,7 @@ const HAVE_STRACE = spawnSync('strace', ['-V']).status === 0;
 const SIZE = 4 << 20;
 const SECTORS = 8;
 const dir = mkdtempSync(join(tmpdir(), 'vhba-durability-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+afterAll(() => rmSync(dir, { recursive: true, force: true, maxRetries: 5 }));
 
 /** One row: how the LU is set, how the writes are sent, whether a flush follows. */
 interface Row { name: string; wce: boolean; fua: boolean; flush: boolean; durableOnAck: boolean; region: number }
@@ -47,7 +47,6 @@ describe.skipIf(!HAVE_STRACE)('durability matrix: WCE × FUA × flush, then SIGK
     const engine = await startEngine(join(dir, 'e.sock'), file, SIZE, trace);
     const offsets = new Map<number, Row>(); // byte offset of each write -> its row
     let seq = 1;
-    let flushSeq = -1;
     try {
       const fe = TestFrontend.connect(join(dir, 'e.sock'));
       await fe.setup({ requestQueues: 1, queueSize: 128, memoryBytes: 16 << 20 });
@@ -66,7 +65,7 @@ describe.skipIf(!HAVE_STRACE)('durability matrix: WCE × FUA × flush, then SIGK
           seq++;
         }
         if (row.flush) {
-          flushSeq = seq++;
+          const flushSeq = seq++;
           log.append({ t: 'S', seq: flushSeq });
           expect((await fe.command(0, 0, cdb.syncCache10())).status).toBe(0);
           log.append({ t: 'F', seq: flushSeq });

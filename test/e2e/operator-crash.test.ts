@@ -28,8 +28,11 @@ const SPECS = [
   { name: 'f-data', spec: { vmName: 'vm2', capacity: '1Mi', storageClassName: 'vhba', serial: 'F-DATA' } },
   { name: 'g-more', spec: { vmName: 'vm2', capacity: '1Mi', storageClassName: 'vhba' } },
   { name: 'h-more', spec: { vmName: 'vm2', capacity: '1Mi', storageClassName: 'vhba' } },
+  // More plain disks, so that a crash leaves work behind even though up to
+  // 8 disks per VM are in flight at once (requests already sent complete).
+  ...Array.from({ length: 16 }, (_, i) => ({ name: `z${String(i).padStart(2, '0')}`, spec: { vmName: i % 2 === 0 ? 'vm1' : 'vm2', capacity: '1Mi', storageClassName: 'vhba' } })),
 ];
-const DELETED = ['b-data', 'e-sys', 'g-more'];
+const DELETED = ['b-data', 'e-sys', 'g-more', 'z03', 'z04', 'z05'];
 
 /** Checks the converged world of `ns` against the prediction for `all` (the disks as first created). */
 async function checkConverged(http: KubeHttp, ns: string, predicted: ReturnType<typeof predict>, deleted: readonly string[]): Promise<void> {

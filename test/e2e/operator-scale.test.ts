@@ -42,7 +42,7 @@ describe.skipIf(skipReason !== undefined)(`operator at scale${skipReason ? ` (sk
     const createdMs = Date.now() - t0;
 
     const started = Date.now();
-    const op = await OperatorProcess.start({ kubeconfigPath: cluster!.kubeconfigPath, namespace: 'scale', args: ['--log-level', 'warn'] });
+    const op = await OperatorProcess.start({ kubeconfigPath: cluster!.kubeconfigPath, namespace: 'scale' });
     const syncedMs = Date.now() - started;
     let disks;
     try {

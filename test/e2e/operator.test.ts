@@ -180,7 +180,7 @@ describe.skipIf(skipReason !== undefined)(`operator against kube-apiserver${skip
       // and an Attached condition in the status (read-modify-write with
       // resourceVersion, retrying on conflict, as the CSI plugin would).
       const writer = async (name: string) => {
-        await waitFor(`${name} exists`, async () => (await listDisks(http, 'writer')).find((d) => d.metadata.name === name), 30_000, 20);
+        await waitFor(`${name} exists`, () => http.send({ method: 'GET', path: `/apis/vhba.io/v1alpha1/namespaces/writer/virtualdisks/${name}` }), 30_000, 20);
         for (let round = 0; round < 3; round++) {
           await http.send({ method: 'PATCH', path: `/apis/vhba.io/v1alpha1/namespaces/writer/virtualdisks/${name}`, contentType: PATCH_TYPES.merge, body: { metadata: { labels: { [`writer-${round}`]: 'yes' } } } });
         }

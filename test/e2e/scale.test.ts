@@ -26,6 +26,8 @@ describe(`scale: one controller with ${TOTAL} LUNs and a real guest`, () => {
   let guest: Guest | undefined;
   let rssBefore = 0;
   let rssAttached = 0;
+  let heapBefore = 0;
+  let heapAttached = 0;
   let attachMs = 0;
 
   beforeAll(async () => {
@@ -35,6 +37,7 @@ describe(`scale: one controller with ${TOTAL} LUNs and a real guest`, () => {
     const socketPath = join(dir, 'scale', 'hba0.sock');
     await engine.createController({ id: ID, socketPath });
     rssBefore = process.memoryUsage().rss;
+    heapBefore = process.memoryUsage().heapUsed;
     const t0 = Date.now();
     let n = 0;
     for (let target = 0; target < TARGETS && n < TOTAL; target++) {
@@ -48,6 +51,7 @@ describe(`scale: one controller with ${TOTAL} LUNs and a real guest`, () => {
     }
     attachMs = Date.now() - t0;
     rssAttached = process.memoryUsage().rss;
+    heapAttached = process.memoryUsage().heapUsed;
     guest = await Guest.boot({
       name: 'scale', memory: TOTAL > 256 ? '1G' : '512M', timeoutMs: 1_200_000,
       extraArgs: ['-chardev', `socket,id=c0,path=${socketPath}`, '-device', 'vhost-user-scsi-pci,chardev=c0,num_queues=1'],
@@ -80,6 +84,8 @@ describe(`scale: one controller with ${TOTAL} LUNs and a real guest`, () => {
 
   it('reports the engine memory per attached LUN', () => {
     const rssNow = process.memoryUsage().rss;
+    const heapNow = process.memoryUsage().heapUsed;
+    console.log(`scale: JS heap used +${((heapAttached - heapBefore) / 2 ** 20).toFixed(1)} MiB after attaching (${((heapAttached - heapBefore) / TOTAL / 1024).toFixed(1)} KiB/LUN), +${((heapNow - heapBefore) / 2 ** 20).toFixed(1)} MiB after enumeration (${((heapNow - heapBefore) / TOTAL / 1024).toFixed(1)} KiB/LUN; includes garbage not yet collected)`);
     const perLunAttach = (rssAttached - rssBefore) / TOTAL;
     const perLunServed = (rssNow - rssBefore) / TOTAL;
     console.log(`scale: engine RSS ${(rssBefore / 2 ** 20).toFixed(1)} MiB before, +${((rssAttached - rssBefore) / 2 ** 20).toFixed(1)} MiB after attaching ${TOTAL} LUNs (${(perLunAttach / 1024).toFixed(1)} KiB/LUN), +${((rssNow - rssBefore) / 2 ** 20).toFixed(1)} MiB after the guest enumerated them (${(perLunServed / 1024).toFixed(1)} KiB/LUN)`);

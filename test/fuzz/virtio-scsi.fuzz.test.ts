@@ -37,8 +37,9 @@ describe('virtio-scsi framing (fuzzed)', () => {
         expect(r.cdb.length).toBe(32);
         expect(r.lunField.length).toBe(8);
         expect(r.dataOut.length).toBe(readable.length - CMD_REQ_SIZE);
-        readable.fill(0xaa, 0, CMD_REQ_SIZE); // the header was copied: changing the chain changes nothing
-        expect(r.cdb.equals(Buffer.alloc(32, 0xaa))).toBe(r.cdb.every((b) => b === 0xaa));
+        const cdbBefore = Buffer.from(readable.subarray(19, CMD_REQ_SIZE));
+        readable.fill(0xaa, 0, CMD_REQ_SIZE); // the header was copied: the guest rewriting it changes nothing
+        expect(r.cdb.equals(cdbBefore)).toBe(true);
       }),
       fuzzParams(2000),
     );

@@ -1,10 +1,11 @@
 // Locates (building it first if needed) the test guest made by
 // scripts/build-guest-image.sh: a Debian kernel and an initramfs of Debian
-// packages, cached under $VHBA_CACHE/guest (default <repo>/.cache/guest).
+// packages, cached under $VHBA_CACHE/guest (default ~/.cache/vhba/guest).
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { cacheDir } from '../cache.ts';
 
 /** The repository's root directory. */
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -21,7 +22,7 @@ export interface GuestImage {
 
 /** The directory the image is cached in. */
 export function guestCacheDir(): string {
-  return join(process.env.VHBA_CACHE ?? join(repoRoot, '.cache'), 'guest');
+  return join(cacheDir(), 'guest');
 }
 
 let built: GuestImage | undefined;

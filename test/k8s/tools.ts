@@ -1,10 +1,11 @@
 // Where the Go-built test tools live: scripts/build-go-tools.sh installs
 // kube-apiserver, etcd, kubectl, csi-sanity and helm into $VHBA_CACHE/bin
-// (default <repo>/.cache/bin). Tests look them up here and skip, naming the
+// (default ~/.cache/vhba/bin). Tests look them up here and skip, naming the
 // build command, when one is missing.
 import { accessSync, constants } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { cacheDir } from '../cache.ts';
 
 /** The Go tools scripts/build-go-tools.sh builds. */
 export const GO_TOOLS = ['kube-apiserver', 'etcd', 'kubectl', 'csi-sanity', 'helm'] as const;
@@ -16,11 +17,8 @@ export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', 
 /** The build command to print when a tool is missing. */
 export const BUILD_TOOLS_COMMAND = 'bash scripts/build-go-tools.sh';
 
-/** $VHBA_CACHE, or <repo>/.cache as scripts/build-go-tools.sh defaults it. */
-export function cacheDir(): string {
-  const fromEnv = process.env['VHBA_CACHE'];
-  return fromEnv !== undefined && fromEnv !== '' ? resolve(fromEnv) : join(REPO_ROOT, '.cache');
-}
+/** $VHBA_CACHE, or the default of test/cache.ts (as scripts/build-go-tools.sh computes it). */
+export { cacheDir };
 
 /** Absolute path of a tool's binary (which may not exist yet). */
 export function toolPath(tool: GoTool): string {

@@ -130,7 +130,7 @@ void runOne(const uint8_t* data, size_t size) {
   mapRings();
   uint16_t availIdx = 0;
   std::vector<uint16_t> inFlight;  // heads popped and not completed
-  std::vector<uint8_t> response(kMaxChainBytes + 64, 0x5a);
+  static const std::vector<uint8_t> response(kMaxChainBytes + 64, 0x5a);  // completion payload
 
   for (int step = 0; step < 256 && !in.empty(); step++) {
     uint8_t* region0 = guest.live[0].get();

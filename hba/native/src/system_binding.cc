@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/socket.h>  // H9: SO_PEERCRED
 #include <unistd.h>
 
 #include <string>
@@ -63,6 +64,24 @@ Napi::Value closeFd(const Napi::CallbackInfo& info) {
   int fd = toFd(arg(info, 0, "fd"), "fd", false);
   if (::close(fd) < 0 && errno != EINTR) throw Napi::Error::New(info.Env(), errnoMessage("close"));
   return info.Env().Undefined();
+}
+
+// H9 (issue 9, "Who may connect"): SO_PEERCRED of a unix socket the caller
+// owns but did not accept through listenUnix (the control API's node:net
+// server hands its accepted fds here before grpc-js sees the stream).
+// Returns the credentials the kernel recorded at connect() (unix(7)).
+Napi::Value peerCredentialsOfFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = toFd(arg(info, 0, "fd"), "fd", false);
+  struct ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+    throw Napi::Error::New(env, errnoMessage("getsockopt(SO_PEERCRED)"));
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("pid", Napi::Number::New(env, cred.pid));
+  result.Set("uid", Napi::Number::New(env, cred.uid));
+  result.Set("gid", Napi::Number::New(env, cred.gid));
+  return result;
 }
 
 /** A blocking system call on the thread pool, settling a promise. */
@@ -162,6 +181,7 @@ void initSystemBinding(Napi::Env env, Napi::Object exports) {
   exports.Set("eventfdSignal", Napi::Function::New(env, eventfdSignal, "eventfdSignal"));
   exports.Set("eventfdWait", Napi::Function::New(env, eventfdWait, "eventfdWait"));
   exports.Set("closeFd", Napi::Function::New(env, closeFd, "closeFd"));
+  exports.Set("peerCredentialsOfFd", Napi::Function::New(env, peerCredentialsOfFd, "peerCredentialsOfFd"));  // H9
   exports.Set("punchHole", Napi::Function::New(env, fallocateRange<false>, "punchHole"));
   exports.Set("zeroRange", Napi::Function::New(env, fallocateRange<true>, "zeroRange"));
 }
