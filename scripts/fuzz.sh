@@ -16,13 +16,13 @@
 #   bash scripts/fuzz.sh --merge-seeds       # fold new coverage into the committed seeds
 #
 # Needs clang-14 with libFuzzer (Debian: clang-14 libclang-rt-14-dev). Builds
-# and the working corpus live in $VHBA_CACHE/fuzz (default <repo>/.cache/fuzz).
+# and the working corpus live in $VHBA_CACHE/fuzz (default ~/.cache/vhba/fuzz).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 fuzzdir=$repo/hba/native/fuzz
 src=$repo/hba/native/src
-cache=${VHBA_CACHE:-$repo/.cache}/fuzz
+cache=${VHBA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vhba}/fuzz
 seconds=20
 only=""
 replayOnly=0

@@ -32,6 +32,8 @@ PACKAGES=(
   make                # the benchmark front-end's Makefile
   python3             # node-gyp
   openssl             # certificates for the test kube-apiserver
+  clang-14            # libFuzzer targets (scripts/fuzz.sh)
+  libclang-rt-14-dev  # ASan/UBSan/libFuzzer runtimes for clang-14
 )
 
 check_only=false

@@ -29,6 +29,9 @@ if [ -f scripts/build-go-tools.sh ]; then
   bash scripts/build-go-tools.sh
 fi
 
+step "native fuzzing (bounded; npm run fuzz -- --minutes N for longer)"
+bash scripts/fuzz.sh --seconds "${VHBA_FUZZ_SECONDS:-15}"
+
 step "lint and typecheck"
 npm run --silent lint
 

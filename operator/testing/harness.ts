@@ -162,7 +162,8 @@ export class OperatorProcess {
       if (m !== null) op.port = Number(m[1]);
       if ((options.until ?? /caches synced|lease acquired/).test(op.logs) || op.child.exitCode !== null || op.child.signalCode !== null) return true;
       return undefined;
-    }, 60_000, 50).catch((e: Error) => {
+    }, 60_000, 50).catch(async (e: Error) => {
+      await op.kill(); // never leave a half-started operator behind
       throw new Error(`${e.message}\n--- operator log ---\n${op.logs.slice(-4000)}`);
     });
     return op;
