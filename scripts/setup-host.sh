@@ -33,6 +33,7 @@ PACKAGES=(
   python3             # node-gyp
   openssl             # certificates for the test kube-apiserver
   clang-14            # libFuzzer targets (scripts/fuzz.sh)
+  strace              # the durability matrix traces the engine's syscalls
   libclang-rt-14-dev  # ASan/UBSan/libFuzzer runtimes for clang-14
 )
 
