@@ -1,13 +1,13 @@
 // Snapshots and volume images for the Controller service. A snapshot is a
 // thin copy of a volume's image under <data-dir>/snapshots (copy.ts: reflink
 // where the file system has it, else a hole-preserving copy). A snapshot of a
-// LUN attached in the engine is crash-consistent: the engine drains and
-// flushes that LUN (FlushLun) before the copy starts.
+// LUN attached in the engine is crash-consistent and one point in time: the
+// engine makes the copy while that LUN's I/O is held (SnapshotLun).
 import { mkdir, open, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { SnapshotSchema } from '../protos/gen/csi/v1/csi_pb.ts';
-import { copyImage } from './copy.ts';
+import { copyImage } from '../hba/backends/copy.ts';
 import { alreadyExists, failedPrecondition, invalidArgument, notFound } from './errors.ts';
 import { findLunsByBacking } from './engine-client.ts';
 import { isOurId, newId, type SnapshotRecord, type VolumeRecord } from './volumes.ts';
@@ -23,19 +23,27 @@ async function removeIfPresent(path: string): Promise<void> {
   await unlink(path).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err; });
 }
 
-/** Drains and flushes every engine LUN backed by the volume's image. Without
- * an engine connection this is only allowed for a volume published nowhere. */
-export async function flushAttached(deps: ControllerDeps, volume: VolumeRecord): Promise<number> {
+/** Copies a volume's image to `destination` at one point in time. When a
+ * LUN of the engine serves the image, the engine makes the copy while that
+ * LUN's I/O is held (SnapshotLun: drain, flush, copy, resume), so the copy
+ * is crash-consistent even while the guest writes; otherwise the image is
+ * idle and copied directly. Without an engine connection a published volume
+ * is refused. */
+export async function copyVolumeImage(deps: ControllerDeps, volume: VolumeRecord, destination: string): Promise<void> {
   if (!deps.engine) {
     const nodes = Object.keys(volume.published);
-    if (nodes.length > 0) throw failedPrecondition(`volume ${volume.id} is published to ${nodes.join(', ')} and this controller has no --engine-endpoint to flush it; a snapshot would not be crash-consistent`);
-    return 0;
+    if (nodes.length > 0) throw failedPrecondition(`volume ${volume.id} is published to ${nodes.join(', ')} and this controller has no --engine-endpoint to hold its I/O; a snapshot would not be crash-consistent`);
+    await copyImage(volume.path, destination);
+    return;
   }
   const luns = await findLunsByBacking(deps.engine, volume.path);
-  for (const { controller, lun } of luns) {
-    await deps.engine.flushLun({ controllerId: controller.id, address: lun.address });
+  if (luns.length > 1) throw failedPrecondition(`volume ${volume.id} is served by ${luns.length} LUNs; a point-in-time copy needs exactly one writer`);
+  const served = luns[0];
+  if (served) {
+    await deps.engine.snapshotLun({ controllerId: served.controller.id, address: served.lun.address, destinationPath: destination });
+  } else {
+    await copyImage(volume.path, destination);
   }
-  return luns.length;
 }
 
 /** Creates (or re-creates, after a crash) the image of a volume record: a
@@ -51,8 +59,7 @@ export async function createVolumeImage(deps: ControllerDeps, record: VolumeReco
   } else if (src?.kind === 'volume') {
     const source = await deps.volumes.get(src.id);
     if (!source) throw notFound(`volume ${src.id} disappeared while cloning it into ${record.id}`);
-    await flushAttached(deps, source);
-    await copyImage(source.path, record.path);
+    await copyVolumeImage(deps, source, record.path);
   }
   const fh = await open(record.path, src ? 'r+' : 'wx', 0o600);
   try {
@@ -82,8 +89,7 @@ export function snapshotMethods(deps: ControllerDeps, getVolume: (id: string, fi
   async function materialize(s: SnapshotRecord, source: VolumeRecord): Promise<void> {
     await mkdir(snapshotsDir, { recursive: true, mode: 0o700 });
     await removeIfPresent(s.path);
-    await flushAttached(deps, source);
-    await copyImage(source.path, s.path);
+    await copyVolumeImage(deps, source, s.path);
     await syncDir(snapshotsDir);
     s.state = 'ready';
     await deps.snapshots.put(s);

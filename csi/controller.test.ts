@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as csi from '../protos/gen/csi/v1/csi_pb.ts';
 import { startControlServer, type ControlServer } from '../hba/control/server.ts';
 import { createController, type ControllerDeps } from './controller.ts';
-import { copyImage } from './copy.ts';
+import { copyImage } from '../hba/backends/copy.ts';
 import { connectEngine, type EngineClient } from './engine-client.ts';
 import { DirectoryStore } from './store.ts';
 import { MemoryEngine } from './testing/memory-engine.ts';

@@ -61,6 +61,10 @@ export interface Engine {
   resizeLun(controllerId: string, target: number, lun: number, sizeBytes: number): Promise<void>;
   /** Waits for the LUN's in-flight writes and flushes its backing (crash-consistent snapshot point). */
   flushLun(controllerId: string, target: number, lun: number): Promise<void>;
+  /** Copies a file-backed LUN's image to destinationPath (a new file; thin,
+   * reflinked where possible) at one point in time: the LUN's I/O is held
+   * from the drain until the copy is complete, then resumes. */
+  snapshotLun(controllerId: string, target: number, lun: number, destinationPath: string): Promise<void>;
   list(): ControllerInfo[];
   close(): Promise<void>;
 }

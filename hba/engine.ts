@@ -12,6 +12,7 @@
 // backing closes after the commands already running have finished.
 import { isDeepStrictEqual } from 'node:util';
 import pino from 'pino';
+import { copyImage } from './backends/copy.ts';
 import { FileBackend } from './backends/file.ts';
 import { MemoryBackend } from './backends/memory.ts';
 import { VhostUserScsiController, type ControllerNative } from './controller.ts';
@@ -251,6 +252,25 @@ class VhbaEngine implements Engine {
       // Commands that started before this point finish; then everything written is made durable.
       await attached.unit.drain();
       await attached.unit.backend.flush();
+    });
+  }
+
+  async snapshotLun(controllerId: string, target: number, lun: number, destinationPath: string): Promise<void> {
+    const entry = this.#entry(controllerId);
+    await this.#serial(entry, async () => {
+      const attached = entry.luns.get(lunKey(target, lun));
+      if (!attached) throw new EngineError('NOT_FOUND', `controller ${controllerId} has no target ${target} lun ${lun}`);
+      const backing = attached.spec.backing;
+      if (backing.kind !== 'file') throw new EngineError('FAILED_PRECONDITION', `target ${target} lun ${lun} of ${controllerId} has no file backing to snapshot`);
+      // One point in time: new commands wait (JS and native), in-flight ones
+      // finish, the data is made durable and copied, then I/O continues.
+      const release = await attached.unit.quiesce();
+      try {
+        await attached.unit.backend.flush();
+        await copyImage(backing.path, destinationPath);
+      } finally {
+        release();
+      }
     });
   }
 

@@ -89,7 +89,7 @@ export class FastPath implements FastPathDevices {
     this.#luns.set(k, entry);
     unit.setObserver({
       stateChanged: () => this.#sync(entry),
-      beforeResize: () => this.#quiesce(entry),
+      pauseExternalIo: () => this.#quiesce(entry),
       externalStats: () => this.#nativeStats(entry),
     });
     for (const device of this.#devices) this.#register(device, entry);
@@ -103,7 +103,7 @@ export class FastPath implements FastPathDevices {
     this.#luns.delete(key(target, lun));
     await Promise.all([...this.#devices].map(async (device) => addCounters(entry.retired, await device.removeLun(target, lun))));
     const final = { ...entry.retired };
-    entry.unit.setObserver({ stateChanged: () => {}, beforeResize: async () => () => {}, externalStats: () => final });
+    entry.unit.setObserver({ stateChanged: () => {}, pauseExternalIo: async () => () => {}, externalStats: () => final });
   }
 
   attachDevice(device: FastPathLuns): void {

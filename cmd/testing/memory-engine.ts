@@ -14,7 +14,7 @@ import {
 
 /** One recorded call, for assertions. */
 export interface EngineCall {
-  method: 'createController' | 'deleteController' | 'attachLun' | 'detachLun' | 'resizeLun' | 'flushLun' | 'close';
+  method: 'createController' | 'deleteController' | 'attachLun' | 'detachLun' | 'resizeLun' | 'flushLun' | 'snapshotLun' | 'close';
   args: unknown[];
 }
 
@@ -82,6 +82,11 @@ export class MemoryEngine implements Engine {
 
   async flushLun(controllerId: string, target: number, lun: number): Promise<void> {
     this.record('flushLun', controllerId, target, lun);
+    if (!this.controller(controllerId).luns.has(`${target}:${lun}`)) throw new Error(`no LUN ${target}:${lun} on ${controllerId}`);
+  }
+
+  async snapshotLun(controllerId: string, target: number, lun: number, destinationPath: string): Promise<void> {
+    this.record('snapshotLun', controllerId, target, lun, destinationPath);
     if (!this.controller(controllerId).luns.has(`${target}:${lun}`)) throw new Error(`no LUN ${target}:${lun} on ${controllerId}`);
   }
 

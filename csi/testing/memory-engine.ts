@@ -5,6 +5,7 @@
 import { stat } from 'node:fs/promises';
 import { isDeepStrictEqual } from 'node:util';
 import type { ControllerInfo, ControllerOptions, Engine, LunInfo, LunSpec } from '../../hba/engine-api.ts';
+import { copyImage } from '../../hba/backends/copy.ts';
 import { EngineError } from '../../hba/engine-errors.ts';
 
 /** The Engine double; `flushes` lists "controller:target:lun" per FlushLun. */
@@ -60,6 +61,15 @@ export class MemoryEngine implements Engine {
   async flushLun(controllerId: string, target: number, lun: number): Promise<void> {
     if (!this.#controller(controllerId).luns.has(`${target}:${lun}`)) throw new EngineError('NOT_FOUND', `target ${target} lun ${lun} of ${controllerId} is not attached`);
     this.flushes.push(`${controllerId}:${target}:${lun}`);
+  }
+
+  /** Records the snapshot point and copies the image as the real engine does. */
+  async snapshotLun(controllerId: string, target: number, lun: number, destinationPath: string): Promise<void> {
+    const l = this.#controller(controllerId).luns.get(`${target}:${lun}`);
+    if (!l) throw new EngineError('NOT_FOUND', `target ${target} lun ${lun} of ${controllerId} is not attached`);
+    if (l.backing.kind !== 'file') throw new EngineError('FAILED_PRECONDITION', `target ${target} lun ${lun} has no file backing`);
+    this.flushes.push(`${controllerId}:${target}:${lun}`);
+    await copyImage(l.backing.path, destinationPath);
   }
 
   list(): ControllerInfo[] {

@@ -189,6 +189,12 @@ export async function startControlServer(engine: Engine, socketPath: string, log
         await engine.flushLun(req.controllerId, a.target, a.lun).catch(engineErrorToGrpc);
         return {};
       },
+      async snapshotLun(req) {
+        const a = checkAddress(req.address);
+        if (!isAbsolute(req.destinationPath)) invalid(`destination_path ${JSON.stringify(req.destinationPath)} must be absolute`);
+        await engine.snapshotLun(req.controllerId, a.target, a.lun, req.destinationPath).catch(engineErrorToGrpc);
+        return {};
+      },
       async listControllers(req) {
         const all = engine.list().filter((c) => !req.id || c.id === req.id);
         return {

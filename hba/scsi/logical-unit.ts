@@ -40,9 +40,9 @@ export interface LogicalUnitStats {
 export interface LogicalUnitObserver {
   /** Unit attentions, WCE or capacity changed: re-read them now. */
   stateChanged(): void;
-  /** Before the capacity changes: stop I/O done elsewhere and wait for it;
-   * the returned function lets it resume. */
-  beforeResize(): Promise<() => void>;
+  /** Before the capacity changes or a snapshot is taken: stop I/O done
+   * elsewhere and wait for it; the returned function lets it resume. */
+  pauseExternalIo(): Promise<() => void>;
   /** I/O done outside this LU's execute(), added into stats(). */
   externalStats(): LogicalUnitStats;
 }
@@ -120,6 +120,8 @@ export class LogicalUnit {
   #stats: LogicalUnitStats = { reads: 0, writes: 0, bytesRead: 0, bytesWritten: 0 };
   #inFlight = 0;
   #idleWaiters: (() => void)[] = [];
+  /** Set while quiesce() holds the LU still; new commands wait for it. */
+  #hold: Promise<void> | undefined;
   /** The native fast path's hook (issue 4), if one is attached. */
   #observer: LogicalUnitObserver | undefined;
 
@@ -183,6 +185,7 @@ export class LogicalUnit {
 
   /** Runs one command. Never rejects: every failure is a CHECK CONDITION. */
   async execute(cmd: ScsiCommand): Promise<ScsiResult> {
+    while (this.#hold) await this.#hold; // quiesced for a snapshot: wait, do not fail
     this.#inFlight++;
     try {
       return fitDataIn(await this.#run(cmd), cmd.dataInCapacity);
@@ -281,7 +284,7 @@ export class LogicalUnit {
     }
     // Native I/O stops (and in-flight native I/O finishes) before the file
     // changes size, and resumes with the new capacity and the unit attention.
-    const resume = await this.#observer?.beforeResize();
+    const resume = await this.#observer?.pauseExternalIo();
     try {
       await this.backend.resize(bytes);
       this.#capacityBytes = bytes;
@@ -324,6 +327,33 @@ export class LogicalUnit {
   drain(): Promise<void> {
     if (this.#inFlight === 0) return Promise.resolve();
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /** Holds the LU at one point in time (a crash-consistent snapshot point):
+   * new commands wait (they are not failed), commands in flight here and in
+   * the native fast path finish. Resolves with the function that lets I/O
+   * continue; holds do not nest (a second quiesce waits for the first). */
+  async quiesce(): Promise<() => void> {
+    while (this.#hold) await this.#hold;
+    let release!: () => void;
+    this.#hold = new Promise<void>((resolve) => (release = resolve));
+    let resumeExternal: (() => void) | undefined;
+    try {
+      resumeExternal = await this.#observer?.pauseExternalIo();
+      await this.drain();
+    } catch (err) {
+      this.#hold = undefined;
+      release();
+      throw err;
+    }
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.#hold = undefined;
+      release();
+      resumeExternal?.();
+    };
   }
 
   /** Waits for in-flight commands, then closes the backend. */

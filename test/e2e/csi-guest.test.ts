@@ -9,10 +9,14 @@
 //    CreateVolume from the snapshot: the restored image holds a consistent
 //    file system (host e2fsck after journal replay) with every file the guest
 //    had synced before the snapshot, byte for byte;
+//  - and the sharper check of the same promise: snapshots taken while the
+//    guest writes two ordered counters (first block, then last block) must
+//    show them in an order the device ever held (one point in time);
 //  - NodeUnpublish removes the disk from the guest.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClient, type ServiceClient } from '../../protos/grpc.ts';
@@ -236,7 +240,61 @@ describe('CSI plugin with a real guest (vhba engine + vhba csi --mode all)', () 
     await guest!.check('umount /mnt/w && echo unmounted', { timeoutMs: 120_000 });
   });
 
+  it('a snapshot under write is point-in-time: two counters written in order are never seen out of order', async () => {
+    // Each round writes counter i to the first block, then to the last block,
+    // O_DIRECT with a flush after each. At every instant the device holds
+    // first == last or first == last + 1; an image copied while writes land
+    // (not one point in time) can show last > first.
+    const bytes = 96 * MiB;
+    const lastBlock = bytes / 512 - 1;
+    const probe = `dev=$(readlink -f ${byId(second)}); i=1
+while [ ! -e /tmp/stop-pit ] && [ -b "$dev" ]; do
+  printf '%016d' $i > /tmp/pit; head -c 496 /dev/zero >> /tmp/pit
+  dd if=/tmp/pit of=$dev bs=512 seek=0 oflag=direct conv=fsync 2>/dev/null || echo "WRITE-FAIL $i"
+  dd if=/tmp/pit of=$dev bs=512 seek=${lastBlock} oflag=direct conv=fsync 2>/dev/null || echo "WRITE-FAIL $i"
+  echo "round $i"; i=$((i+1))
+done
+echo "done $i"
+`;
+    await guest!.check(`cat > /tmp/pit.sh <<'EOF'\n${probe}EOF\nsetsid sh /tmp/pit.sh > /tmp/pit.log 2>&1 < /dev/null &\necho started`);
+    expect(await waitGuest(`grep -q '^round 5$' /tmp/pit.log`, 120)).toBe(true);
+    const seen: string[] = [];
+    try {
+      for (let attempt = 0; attempt < 3; attempt++) {
+        const snap = await controller.createSnapshot({ name: `pit-${attempt}`, sourceVolumeId: second.id });
+        const restored = await controller.createVolume({
+          name: `pit-${attempt}`, capacityRange: { requiredBytes: BigInt(bytes) }, volumeCapabilities: [BLOCK_CAP],
+          volumeContentSource: { type: { case: 'snapshot', value: { snapshotId: snap.snapshot!.snapshotId } } },
+        });
+        const image = restored.volume!.volumeContext[ContextKey.backingFile]!;
+        const fh = await open(image, 'r');
+        const head = Buffer.alloc(16);
+        const tail = Buffer.alloc(16);
+        try {
+          await fh.read(head, 0, 16, 0);
+          await fh.read(tail, 0, 16, lastBlock * 512);
+        } finally {
+          await fh.close();
+        }
+        const first = Number(head.toString('latin1'));
+        const last = Number(tail.toString('latin1'));
+        seen.push(`first=${first} last=${last}`);
+        expect(Number.isInteger(first) && first > 0, `snapshot ${attempt}: first block ${JSON.stringify(head.toString('latin1'))}`).toBe(true);
+        expect(first === last || first === last + 1, `snapshot ${attempt} is not one point in time: first block holds round ${first}, last block round ${last}`).toBe(true);
+      }
+    } finally {
+      await guest!.check('touch /tmp/stop-pit');
+      console.log(`csi-guest: point-in-time probe: ${seen.join('; ')}`);
+    }
+    expect(await waitGuest(`grep -q '^done' /tmp/pit.log`, 60)).toBe(true);
+    const log = await guest!.check('tail -1 /tmp/pit.log; grep -c WRITE-FAIL /tmp/pit.log || true');
+    console.log(`csi-guest: point-in-time probe guest log: ${log.trim().replace(/\n/g, ', ')}`);
+    expect(log).toMatch(/\n0\s*$/);
+  });
+
   it('NodeUnpublish removes the disk from the guest; unstage, unpublish and delete finish cleanly', async () => {
+    // Nothing of the earlier tests may still hold the disk, even if one failed.
+    await guest!.run('touch /tmp/stop-writer /tmp/stop-pit; sleep 1; umount /mnt/w 2>/dev/null; true', { timeoutMs: 120_000 });
     const t0 = Date.now();
     await node.nodeUnpublishVolume({ volumeId: second.id, targetPath: second.target });
     const gone = await waitGuest(`[ ! -e ${byId(second)} ]`, 120);

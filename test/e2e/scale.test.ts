@@ -68,7 +68,11 @@ describe(`scale: one controller with ${TOTAL} LUNs and a real guest`, () => {
   it(`the guest enumerates all ${TOTAL} LUNs as disks with their WWNs`, async () => {
     const t0 = Date.now();
     const out = await guest!.run(
-      `n=0; while [ $(ls /sys/class/scsi_disk | wc -l) -lt ${TOTAL} ] && [ $n -lt 9000 ]; do n=$((n+1)); sleep 0.2; done; udevadm settle --timeout=600; ls /sys/class/scsi_disk | wc -l; ls /dev/disk/by-id | grep -c '^wwn-0x5000c5'`,
+      // udevd may be too busy to answer `udevadm settle` with this many new
+      // disks, so poll for the links themselves (at most 30 minutes).
+      `n=0; while [ $(ls /sys/class/scsi_disk | wc -l) -lt ${TOTAL} ] && [ $n -lt 9000 ]; do n=$((n+1)); sleep 0.2; done
+       n=0; while [ $(ls /dev/disk/by-id | grep -c '^wwn-0x5000c5') -lt ${TOTAL} ] && [ $n -lt 9000 ]; do n=$((n+1)); sleep 0.2; done
+       ls /sys/class/scsi_disk | wc -l; ls /dev/disk/by-id | grep -c '^wwn-0x5000c5'`,
       { timeoutMs: 2_400_000 },
     );
     const [disks, links] = out.output.trim().split(/\s+/).map(Number);

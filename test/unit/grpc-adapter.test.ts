@@ -28,6 +28,7 @@ describe('protobuf-es service over grpc-js', () => {
         async detachLun() { return {}; },
         async resizeLun() { return {}; },
         async flushLun() { return {}; },
+        async snapshotLun() { return {}; },
         async listControllers() {
           return { controllers: [{ id: 'vm/hba0', socketPath: '/x', luns: [{ address: { target: 1, lun: 300 }, bytesRead: 1n << 40n }] }] };
         },

@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file vhba/hba/v1/hba.proto.
  */
 export const file_vhba_hba_v1_hba: GenFile = /*@__PURE__*/
-  fileDesc("ChV2aGJhL2hiYS92MS9oYmEucHJvdG8SC3ZoYmEuaGJhLnYxIiYKB0FkZHJlc3MSDgoGdGFyZ2V0GAEgASgNEgsKA2x1bhgCIAEoDSJuChdDcmVhdGVDb250cm9sbGVyUmVxdWVzdBIKCgJpZBgBIAEoCRITCgtzb2NrZXRfcGF0aBgCIAEoCRIaChJudW1fcmVxdWVzdF9xdWV1ZXMYAyABKA0SFgoObWF4X3F1ZXVlX3NpemUYBCABKA0iGgoYQ3JlYXRlQ29udHJvbGxlclJlc3BvbnNlIiUKF0RlbGV0ZUNvbnRyb2xsZXJSZXF1ZXN0EgoKAmlkGAEgASgJIhoKGERlbGV0ZUNvbnRyb2xsZXJSZXNwb25zZSIbCgtGaWxlQmFja2luZxIMCgRwYXRoGAEgASgJIg8KDU1lbW9yeUJhY2tpbmcinQEKDUx1blBhcmFtZXRlcnMSEgoKc2l6ZV9ieXRlcxgBIAEoBBIaChJsb2dpY2FsX2Jsb2NrX3NpemUYAiABKA0SGwoTcGh5c2ljYWxfYmxvY2tfc2l6ZRgDIAEoDRIOCgZzZXJpYWwYBCABKAkSCwoDd3duGAUgASgJEhEKCXJlYWRfb25seRgGIAEoCBIPCgdwcm9kdWN0GAcgASgJIuMBChBBdHRhY2hMdW5SZXF1ZXN0EhUKDWNvbnRyb2xsZXJfaWQYASABKAkSJQoHYWRkcmVzcxgCIAEoCzIULnZoYmEuaGJhLnYxLkFkZHJlc3MSKAoEZmlsZRgDIAEoCzIYLnZoYmEuaGJhLnYxLkZpbGVCYWNraW5nSAASLAoGbWVtb3J5GAQgASgLMhoudmhiYS5oYmEudjEuTWVtb3J5QmFja2luZ0gAEi4KCnBhcmFtZXRlcnMYBSABKAsyGi52aGJhLmhiYS52MS5MdW5QYXJhbWV0ZXJzQgkKB2JhY2tpbmciEwoRQXR0YWNoTHVuUmVzcG9uc2UiUAoQRGV0YWNoTHVuUmVxdWVzdBIVCg1jb250cm9sbGVyX2lkGAEgASgJEiUKB2FkZHJlc3MYAiABKAsyFC52aGJhLmhiYS52MS5BZGRyZXNzIhMKEURldGFjaEx1blJlc3BvbnNlImQKEFJlc2l6ZUx1blJlcXVlc3QSFQoNY29udHJvbGxlcl9pZBgBIAEoCRIlCgdhZGRyZXNzGAIgASgLMhQudmhiYS5oYmEudjEuQWRkcmVzcxISCgpzaXplX2J5dGVzGAMgASgEIhMKEVJlc2l6ZUx1blJlc3BvbnNlIk8KD0ZsdXNoTHVuUmVxdWVzdBIVCg1jb250cm9sbGVyX2lkGAEgASgJEiUKB2FkZHJlc3MYAiABKAsyFC52aGJhLmhiYS52MS5BZGRyZXNzIhIKEEZsdXNoTHVuUmVzcG9uc2UiwgEKCUx1blN0YXR1cxIlCgdhZGRyZXNzGAEgASgLMhQudmhiYS5oYmEudjEuQWRkcmVzcxIUCgxiYWNraW5nX3BhdGgYAiABKAkSLgoKcGFyYW1ldGVycxgDIAEoCzIaLnZoYmEuaGJhLnYxLkx1blBhcmFtZXRlcnMSDQoFcmVhZHMYBCABKAQSDgoGd3JpdGVzGAUgASgEEhIKCmJ5dGVzX3JlYWQYBiABKAQSFQoNYnl0ZXNfd3JpdHRlbhgHIAEoBCJdChJSZXF1ZXN0UXVldWVTdGF0dXMSDQoFcXVldWUYASABKA0SEAoIY29tbWFuZHMYAiABKAQSEQoJaW5fZmxpZ2h0GAMgASgNEhMKC2F2YWlsX2luZGV4GAQgASgNIsEBChBDb250cm9sbGVyU3RhdHVzEgoKAmlkGAEgASgJEhMKC3NvY2tldF9wYXRoGAIgASgJEhoKEm51bV9yZXF1ZXN0X3F1ZXVlcxgDIAEoDRIRCgljb25uZWN0ZWQYBCABKAgSJAoEbHVucxgFIAMoCzIWLnZoYmEuaGJhLnYxLkx1blN0YXR1cxI3Cg5yZXF1ZXN0X3F1ZXVlcxgGIAMoCzIfLnZoYmEuaGJhLnYxLlJlcXVlc3RRdWV1ZVN0YXR1cyIkChZMaXN0Q29udHJvbGxlcnNSZXF1ZXN0EgoKAmlkGAEgASgJIk0KF0xpc3RDb250cm9sbGVyc1Jlc3BvbnNlEjIKC2NvbnRyb2xsZXJzGAEgAygLMh0udmhiYS5oYmEudjEuQ29udHJvbGxlclN0YXR1cyIQCg5HZXRJbmZvUmVxdWVzdCJUCg9HZXRJbmZvUmVzcG9uc2USDwoHdmVyc2lvbhgBIAEoCRINCgVyZWFkeRgCIAEoCBITCgtjb250cm9sbGVycxgDIAEoDRIMCgRsdW5zGAQgASgNMqIFCg1FbmdpbmVTZXJ2aWNlEl8KEENyZWF0ZUNvbnRyb2xsZXISJC52aGJhLmhiYS52MS5DcmVhdGVDb250cm9sbGVyUmVxdWVzdBolLnZoYmEuaGJhLnYxLkNyZWF0ZUNvbnRyb2xsZXJSZXNwb25zZRJfChBEZWxldGVDb250cm9sbGVyEiQudmhiYS5oYmEudjEuRGVsZXRlQ29udHJvbGxlclJlcXVlc3QaJS52aGJhLmhiYS52MS5EZWxldGVDb250cm9sbGVyUmVzcG9uc2USSgoJQXR0YWNoTHVuEh0udmhiYS5oYmEudjEuQXR0YWNoTHVuUmVxdWVzdBoeLnZoYmEuaGJhLnYxLkF0dGFjaEx1blJlc3BvbnNlEkoKCURldGFjaEx1bhIdLnZoYmEuaGJhLnYxLkRldGFjaEx1blJlcXVlc3QaHi52aGJhLmhiYS52MS5EZXRhY2hMdW5SZXNwb25zZRJKCglSZXNpemVMdW4SHS52aGJhLmhiYS52MS5SZXNpemVMdW5SZXF1ZXN0Gh4udmhiYS5oYmEudjEuUmVzaXplTHVuUmVzcG9uc2USRwoIRmx1c2hMdW4SHC52aGJhLmhiYS52MS5GbHVzaEx1blJlcXVlc3QaHS52aGJhLmhiYS52MS5GbHVzaEx1blJlc3BvbnNlElwKD0xpc3RDb250cm9sbGVycxIjLnZoYmEuaGJhLnYxLkxpc3RDb250cm9sbGVyc1JlcXVlc3QaJC52aGJhLmhiYS52MS5MaXN0Q29udHJvbGxlcnNSZXNwb25zZRJECgdHZXRJbmZvEhsudmhiYS5oYmEudjEuR2V0SW5mb1JlcXVlc3QaHC52aGJhLmhiYS52MS5HZXRJbmZvUmVzcG9uc2ViBnByb3RvMw");
+  fileDesc("ChV2aGJhL2hiYS92MS9oYmEucHJvdG8SC3ZoYmEuaGJhLnYxIiYKB0FkZHJlc3MSDgoGdGFyZ2V0GAEgASgNEgsKA2x1bhgCIAEoDSJuChdDcmVhdGVDb250cm9sbGVyUmVxdWVzdBIKCgJpZBgBIAEoCRITCgtzb2NrZXRfcGF0aBgCIAEoCRIaChJudW1fcmVxdWVzdF9xdWV1ZXMYAyABKA0SFgoObWF4X3F1ZXVlX3NpemUYBCABKA0iGgoYQ3JlYXRlQ29udHJvbGxlclJlc3BvbnNlIiUKF0RlbGV0ZUNvbnRyb2xsZXJSZXF1ZXN0EgoKAmlkGAEgASgJIhoKGERlbGV0ZUNvbnRyb2xsZXJSZXNwb25zZSIbCgtGaWxlQmFja2luZxIMCgRwYXRoGAEgASgJIg8KDU1lbW9yeUJhY2tpbmcinQEKDUx1blBhcmFtZXRlcnMSEgoKc2l6ZV9ieXRlcxgBIAEoBBIaChJsb2dpY2FsX2Jsb2NrX3NpemUYAiABKA0SGwoTcGh5c2ljYWxfYmxvY2tfc2l6ZRgDIAEoDRIOCgZzZXJpYWwYBCABKAkSCwoDd3duGAUgASgJEhEKCXJlYWRfb25seRgGIAEoCBIPCgdwcm9kdWN0GAcgASgJIuMBChBBdHRhY2hMdW5SZXF1ZXN0EhUKDWNvbnRyb2xsZXJfaWQYASABKAkSJQoHYWRkcmVzcxgCIAEoCzIULnZoYmEuaGJhLnYxLkFkZHJlc3MSKAoEZmlsZRgDIAEoCzIYLnZoYmEuaGJhLnYxLkZpbGVCYWNraW5nSAASLAoGbWVtb3J5GAQgASgLMhoudmhiYS5oYmEudjEuTWVtb3J5QmFja2luZ0gAEi4KCnBhcmFtZXRlcnMYBSABKAsyGi52aGJhLmhiYS52MS5MdW5QYXJhbWV0ZXJzQgkKB2JhY2tpbmciEwoRQXR0YWNoTHVuUmVzcG9uc2UiUAoQRGV0YWNoTHVuUmVxdWVzdBIVCg1jb250cm9sbGVyX2lkGAEgASgJEiUKB2FkZHJlc3MYAiABKAsyFC52aGJhLmhiYS52MS5BZGRyZXNzIhMKEURldGFjaEx1blJlc3BvbnNlImQKEFJlc2l6ZUx1blJlcXVlc3QSFQoNY29udHJvbGxlcl9pZBgBIAEoCRIlCgdhZGRyZXNzGAIgASgLMhQudmhiYS5oYmEudjEuQWRkcmVzcxISCgpzaXplX2J5dGVzGAMgASgEIhMKEVJlc2l6ZUx1blJlc3BvbnNlIk8KD0ZsdXNoTHVuUmVxdWVzdBIVCg1jb250cm9sbGVyX2lkGAEgASgJEiUKB2FkZHJlc3MYAiABKAsyFC52aGJhLmhiYS52MS5BZGRyZXNzIhIKEEZsdXNoTHVuUmVzcG9uc2UibAoSU25hcHNob3RMdW5SZXF1ZXN0EhUKDWNvbnRyb2xsZXJfaWQYASABKAkSJQoHYWRkcmVzcxgCIAEoCzIULnZoYmEuaGJhLnYxLkFkZHJlc3MSGAoQZGVzdGluYXRpb25fcGF0aBgDIAEoCSIVChNTbmFwc2hvdEx1blJlc3BvbnNlIsIBCglMdW5TdGF0dXMSJQoHYWRkcmVzcxgBIAEoCzIULnZoYmEuaGJhLnYxLkFkZHJlc3MSFAoMYmFja2luZ19wYXRoGAIgASgJEi4KCnBhcmFtZXRlcnMYAyABKAsyGi52aGJhLmhiYS52MS5MdW5QYXJhbWV0ZXJzEg0KBXJlYWRzGAQgASgEEg4KBndyaXRlcxgFIAEoBBISCgpieXRlc19yZWFkGAYgASgEEhUKDWJ5dGVzX3dyaXR0ZW4YByABKAQiXQoSUmVxdWVzdFF1ZXVlU3RhdHVzEg0KBXF1ZXVlGAEgASgNEhAKCGNvbW1hbmRzGAIgASgEEhEKCWluX2ZsaWdodBgDIAEoDRITCgthdmFpbF9pbmRleBgEIAEoDSLBAQoQQ29udHJvbGxlclN0YXR1cxIKCgJpZBgBIAEoCRITCgtzb2NrZXRfcGF0aBgCIAEoCRIaChJudW1fcmVxdWVzdF9xdWV1ZXMYAyABKA0SEQoJY29ubmVjdGVkGAQgASgIEiQKBGx1bnMYBSADKAsyFi52aGJhLmhiYS52MS5MdW5TdGF0dXMSNwoOcmVxdWVzdF9xdWV1ZXMYBiADKAsyHy52aGJhLmhiYS52MS5SZXF1ZXN0UXVldWVTdGF0dXMiJAoWTGlzdENvbnRyb2xsZXJzUmVxdWVzdBIKCgJpZBgBIAEoCSJNChdMaXN0Q29udHJvbGxlcnNSZXNwb25zZRIyCgtjb250cm9sbGVycxgBIAMoCzIdLnZoYmEuaGJhLnYxLkNvbnRyb2xsZXJTdGF0dXMiEAoOR2V0SW5mb1JlcXVlc3QiVAoPR2V0SW5mb1Jlc3BvbnNlEg8KB3ZlcnNpb24YASABKAkSDQoFcmVhZHkYAiABKAgSEwoLY29udHJvbGxlcnMYAyABKA0SDAoEbHVucxgEIAEoDTL0BQoNRW5naW5lU2VydmljZRJfChBDcmVhdGVDb250cm9sbGVyEiQudmhiYS5oYmEudjEuQ3JlYXRlQ29udHJvbGxlclJlcXVlc3QaJS52aGJhLmhiYS52MS5DcmVhdGVDb250cm9sbGVyUmVzcG9uc2USXwoQRGVsZXRlQ29udHJvbGxlchIkLnZoYmEuaGJhLnYxLkRlbGV0ZUNvbnRyb2xsZXJSZXF1ZXN0GiUudmhiYS5oYmEudjEuRGVsZXRlQ29udHJvbGxlclJlc3BvbnNlEkoKCUF0dGFjaEx1bhIdLnZoYmEuaGJhLnYxLkF0dGFjaEx1blJlcXVlc3QaHi52aGJhLmhiYS52MS5BdHRhY2hMdW5SZXNwb25zZRJKCglEZXRhY2hMdW4SHS52aGJhLmhiYS52MS5EZXRhY2hMdW5SZXF1ZXN0Gh4udmhiYS5oYmEudjEuRGV0YWNoTHVuUmVzcG9uc2USSgoJUmVzaXplTHVuEh0udmhiYS5oYmEudjEuUmVzaXplTHVuUmVxdWVzdBoeLnZoYmEuaGJhLnYxLlJlc2l6ZUx1blJlc3BvbnNlEkcKCEZsdXNoTHVuEhwudmhiYS5oYmEudjEuRmx1c2hMdW5SZXF1ZXN0Gh0udmhiYS5oYmEudjEuRmx1c2hMdW5SZXNwb25zZRJQCgtTbmFwc2hvdEx1bhIfLnZoYmEuaGJhLnYxLlNuYXBzaG90THVuUmVxdWVzdBogLnZoYmEuaGJhLnYxLlNuYXBzaG90THVuUmVzcG9uc2USXAoPTGlzdENvbnRyb2xsZXJzEiMudmhiYS5oYmEudjEuTGlzdENvbnRyb2xsZXJzUmVxdWVzdBokLnZoYmEuaGJhLnYxLkxpc3RDb250cm9sbGVyc1Jlc3BvbnNlEkQKB0dldEluZm8SGy52aGJhLmhiYS52MS5HZXRJbmZvUmVxdWVzdBocLnZoYmEuaGJhLnYxLkdldEluZm9SZXNwb25zZWIGcHJvdG8z");
 
 /**
  * @generated from message vhba.hba.v1.Address
@@ -385,6 +385,48 @@ export const FlushLunResponseSchema: GenMessage<FlushLunResponse> = /*@__PURE__*
   messageDesc(file_vhba_hba_v1_hba, 15);
 
 /**
+ * @generated from message vhba.hba.v1.SnapshotLunRequest
+ */
+export type SnapshotLunRequest = Message<"vhba.hba.v1.SnapshotLunRequest"> & {
+  /**
+   * @generated from field: string controller_id = 1;
+   */
+  controllerId: string;
+
+  /**
+   * @generated from field: vhba.hba.v1.Address address = 2;
+   */
+  address?: Address | undefined;
+
+  /**
+   * absolute; must not exist
+   *
+   * @generated from field: string destination_path = 3;
+   */
+  destinationPath: string;
+};
+
+/**
+ * Describes the message vhba.hba.v1.SnapshotLunRequest.
+ * Use `create(SnapshotLunRequestSchema)` to create a new message.
+ */
+export const SnapshotLunRequestSchema: GenMessage<SnapshotLunRequest> = /*@__PURE__*/
+  messageDesc(file_vhba_hba_v1_hba, 16);
+
+/**
+ * @generated from message vhba.hba.v1.SnapshotLunResponse
+ */
+export type SnapshotLunResponse = Message<"vhba.hba.v1.SnapshotLunResponse"> & {
+};
+
+/**
+ * Describes the message vhba.hba.v1.SnapshotLunResponse.
+ * Use `create(SnapshotLunResponseSchema)` to create a new message.
+ */
+export const SnapshotLunResponseSchema: GenMessage<SnapshotLunResponse> = /*@__PURE__*/
+  messageDesc(file_vhba_hba_v1_hba, 17);
+
+/**
  * @generated from message vhba.hba.v1.LunStatus
  */
 export type LunStatus = Message<"vhba.hba.v1.LunStatus"> & {
@@ -431,7 +473,7 @@ export type LunStatus = Message<"vhba.hba.v1.LunStatus"> & {
  * Use `create(LunStatusSchema)` to create a new message.
  */
 export const LunStatusSchema: GenMessage<LunStatus> = /*@__PURE__*/
-  messageDesc(file_vhba_hba_v1_hba, 16);
+  messageDesc(file_vhba_hba_v1_hba, 18);
 
 /**
  * One request queue of a connected controller (multiqueue diagnostics).
@@ -473,7 +515,7 @@ export type RequestQueueStatus = Message<"vhba.hba.v1.RequestQueueStatus"> & {
  * Use `create(RequestQueueStatusSchema)` to create a new message.
  */
 export const RequestQueueStatusSchema: GenMessage<RequestQueueStatus> = /*@__PURE__*/
-  messageDesc(file_vhba_hba_v1_hba, 17);
+  messageDesc(file_vhba_hba_v1_hba, 19);
 
 /**
  * @generated from message vhba.hba.v1.ControllerStatus
@@ -519,7 +561,7 @@ export type ControllerStatus = Message<"vhba.hba.v1.ControllerStatus"> & {
  * Use `create(ControllerStatusSchema)` to create a new message.
  */
 export const ControllerStatusSchema: GenMessage<ControllerStatus> = /*@__PURE__*/
-  messageDesc(file_vhba_hba_v1_hba, 18);
+  messageDesc(file_vhba_hba_v1_hba, 20);
 
 /**
  * @generated from message vhba.hba.v1.ListControllersRequest
@@ -538,7 +580,7 @@ export type ListControllersRequest = Message<"vhba.hba.v1.ListControllersRequest
  * Use `create(ListControllersRequestSchema)` to create a new message.
  */
 export const ListControllersRequestSchema: GenMessage<ListControllersRequest> = /*@__PURE__*/
-  messageDesc(file_vhba_hba_v1_hba, 19);
+  messageDesc(file_vhba_hba_v1_hba, 21);
 
 /**
  * @generated from message vhba.hba.v1.ListControllersResponse
@@ -555,7 +597,7 @@ export type ListControllersResponse = Message<"vhba.hba.v1.ListControllersRespon
  * Use `create(ListControllersResponseSchema)` to create a new message.
  */
 export const ListControllersResponseSchema: GenMessage<ListControllersResponse> = /*@__PURE__*/
-  messageDesc(file_vhba_hba_v1_hba, 20);
+  messageDesc(file_vhba_hba_v1_hba, 22);
 
 /**
  * @generated from message vhba.hba.v1.GetInfoRequest
@@ -568,7 +610,7 @@ export type GetInfoRequest = Message<"vhba.hba.v1.GetInfoRequest"> & {
  * Use `create(GetInfoRequestSchema)` to create a new message.
  */
 export const GetInfoRequestSchema: GenMessage<GetInfoRequest> = /*@__PURE__*/
-  messageDesc(file_vhba_hba_v1_hba, 21);
+  messageDesc(file_vhba_hba_v1_hba, 23);
 
 /**
  * @generated from message vhba.hba.v1.GetInfoResponse
@@ -600,7 +642,7 @@ export type GetInfoResponse = Message<"vhba.hba.v1.GetInfoResponse"> & {
  * Use `create(GetInfoResponseSchema)` to create a new message.
  */
 export const GetInfoResponseSchema: GenMessage<GetInfoResponse> = /*@__PURE__*/
-  messageDesc(file_vhba_hba_v1_hba, 22);
+  messageDesc(file_vhba_hba_v1_hba, 24);
 
 /**
  * @generated from service vhba.hba.v1.EngineService
@@ -665,6 +707,17 @@ export const EngineService: GenService<{
     methodKind: "unary";
     input: typeof FlushLunRequestSchema;
     output: typeof FlushLunResponseSchema;
+  },
+  /**
+   * Copies a file-backed LUN's image to a new file at one point in time:
+   * the LUN's I/O is held from the drain until the copy is complete.
+   *
+   * @generated from rpc vhba.hba.v1.EngineService.SnapshotLun
+   */
+  snapshotLun: {
+    methodKind: "unary";
+    input: typeof SnapshotLunRequestSchema;
+    output: typeof SnapshotLunResponseSchema;
   },
   /**
    * Lists controllers, their LUNs, state and I/O counters.
