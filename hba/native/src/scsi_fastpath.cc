@@ -70,6 +70,26 @@ bool lbaRangeValid(uint64_t lba, uint64_t count, uint64_t blockCount) {
  * `skip` on, in IOV_MAX pieces, resuming after short transfers. A read that
  * meets end of file zero-fills the rest (a read-only image smaller than its
  * capacity, as FileBackend.read does). Returns 0 or an errno. */
+/* Touches every page of a write's source buffers before pwritev. The kernel
+ * copies a buffered write page by page and checks for a fatal signal between
+ * attempts; a copy that faults on a not-yet-mapped source page is cut short
+ * at that page boundary, so a SIGKILL arriving then leaves a destination
+ * sector half new, half old (found by test/e2e/crash-kill-cycles.test.ts).
+ * With the source mapped first, each page copy is whole: an interrupted write
+ * leaves every sector old or new. One load per 4 KiB of data. */
+static void prefaultSource(const std::vector<iovec>& iov) {
+  constexpr uintptr_t kPage = 4096;
+  for (const auto& v : iov) {
+    if (v.iov_len == 0) continue;
+    const auto* base = static_cast<const volatile uint8_t*>(v.iov_base);
+    const uintptr_t start = reinterpret_cast<uintptr_t>(v.iov_base);
+    (void)base[0];
+    for (uintptr_t page = (start & ~(kPage - 1)) + kPage; page < start + v.iov_len; page += kPage) {
+      (void)base[page - start];
+    }
+  }
+}
+
 int transferAll(int fd, bool write, const std::vector<GuestSegment>& segments, uint64_t skip, uint64_t length,
                 uint64_t offset) {
   thread_local std::vector<iovec> iov;
@@ -87,6 +107,7 @@ int transferAll(int fd, bool write, const std::vector<GuestSegment>& segments, u
     skip = 0;
   }
   if (gathered != length) return EINVAL;  // callers checked the buffer sizes
+  if (write) prefaultSource(iov);
   size_t first = 0;
   uint64_t done = 0;
   while (done < length) {
