@@ -8,7 +8,7 @@ export default defineConfig({
       {
         test: {
           name: 'unit',
-          include: ['hba/**/*.test.ts', 'operator/**/*.test.ts', 'csi/**/*.test.ts', 'cmd/**/*.test.ts', 'test/unit/**/*.test.ts', 'test/fuzz/**/*.test.ts'],
+          include: ['hba/**/*.test.ts', 'lib/**/*.test.ts', 'operator/**/*.test.ts', 'csi/**/*.test.ts', 'cmd/**/*.test.ts', 'test/unit/**/*.test.ts', 'test/fuzz/**/*.test.ts'],
           testTimeout: 20_000,
         },
       },

@@ -8,11 +8,12 @@
 // file defined at its last valid state keep running unchanged, and the error
 // (file, document, field, what is allowed) is reported once per change.
 import { watch, type FSWatcher } from 'node:fs';
-import { mkdir, open, rename, stat } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { isInside } from '../hba/control/server.ts';
 import { formatLoadError, loadManifests, type LoadedDisk, type LoadResult } from '../operator/api/load.ts';
+import { writeFileAtomic } from '../lib/atomic-file.ts';
 import { loadAssignmentsFile, saveAssignmentsFile } from '../operator/assignment-file.ts';
 import type { EngineClient } from './engine-client.ts';
 import { formatGuestTable } from './guest-table.ts';
@@ -80,18 +81,6 @@ export function effectiveDisks(loaded: LoadResult, configPath: string, lastGood:
   return { disks, good, keptFiles: keptFiles.sort() };
 }
 
-/** Writes a file atomically (temp, fsync, rename). */
-export async function writeFileAtomic(path: string, text: string): Promise<void> {
-  const temp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
-  const handle = await open(temp, 'w', 0o644);
-  try {
-    await handle.writeFile(text);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await rename(temp, path);
-}
 
 /** One pass's outcome. */
 export interface PassResult {
@@ -245,7 +234,7 @@ export class ServeLoop {
       const text = `${JSON.stringify(vm, null, 2)}\n`;
       if (this.#written.get(vm.vmName) === text) continue;
       await mkdir(join(dirs.socketDir, vm.vmName), { recursive: true, mode: 0o700 });
-      await writeFileAtomic(join(dirs.socketDir, vm.vmName, 'disks.json'), text);
+      await writeFileAtomic(join(dirs.socketDir, vm.vmName, 'disks.json'), text, 0o644);
       this.#written.set(vm.vmName, text);
     }
     if (previous !== undefined && execution.applied.length > 0) {

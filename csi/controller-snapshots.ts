@@ -5,6 +5,7 @@
 // engine makes the copy while that LUN's I/O is held (SnapshotLun).
 import { mkdir, open, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { syncDir } from '../lib/atomic-file.ts';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { SnapshotSchema } from '../protos/gen/csi/v1/csi_pb.ts';
 import { copyImage } from '../hba/backends/copy.ts';
@@ -13,11 +14,6 @@ import { findLunsByBacking } from './engine-client.ts';
 import { isOurId, newId, type SnapshotRecord, type VolumeRecord } from './volumes.ts';
 import type { ControllerDeps } from './controller.ts';
 import { page } from './controller.ts';
-
-async function syncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try { await fh.sync(); } finally { await fh.close(); }
-}
 
 async function removeIfPresent(path: string): Promise<void> {
   await unlink(path).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err; });

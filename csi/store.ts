@@ -4,9 +4,10 @@
 // atomically: temp file, fsync, rename, fsync of the directory. File names
 // are the SHA-256 of the id, so no id (which arrives in requests) is ever
 // joined into a path.
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { syncDir, writeFileAtomic } from '../lib/atomic-file.ts';
 
 /** Records of one kind, keyed by id. Every record carries its own id. */
 export interface RecordStore<T extends { id: string }> {
@@ -26,32 +27,6 @@ export class MemoryStore<T extends { id: string }> implements RecordStore<T> {
   async put(record: T) { this.#records.set(record.id, structuredClone(record)); }
   async delete(id: string) { this.#records.delete(id); }
   async list() { return [...this.#records.values()].map((r) => structuredClone(r)).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)); }
-}
-
-/** fsyncs a directory so a rename or unlink in it is durable. */
-async function syncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try { await fh.sync(); } finally { await fh.close(); }
-}
-
-/** Writes `data` to `path` atomically: readers see the old or the new
- * content, never a mix, and after return the new content survives a crash. */
-export async function writeFileAtomic(path: string, data: string | Buffer, dir: string): Promise<void> {
-  const tmp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
-  const fh = await open(tmp, 'wx', 0o600);
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  try {
-    await rename(tmp, path);
-  } catch (err) {
-    await unlink(tmp).catch(() => undefined);
-    throw err;
-  }
-  await syncDir(dir);
 }
 
 /** A directory of `<sha256(id)>.json` files, cached in memory. One writer
@@ -96,7 +71,7 @@ export class DirectoryStore<T extends { id: string }> implements RecordStore<T> 
 
   async put(record: T) {
     const copy = structuredClone(record);
-    await writeFileAtomic(join(this.dir, DirectoryStore.fileName(record.id)), `${JSON.stringify(copy, null, 1)}\n`, this.dir);
+    await writeFileAtomic(join(this.dir, DirectoryStore.fileName(record.id)), `${JSON.stringify(copy, null, 1)}\n`);
     this.#cache.set(record.id, copy);
   }
 

@@ -249,9 +249,14 @@ class VhbaEngine implements Engine {
     await this.#serial(entry, async () => {
       const attached = entry.luns.get(lunKey(target, lun));
       if (!attached) throw new EngineError('NOT_FOUND', `controller ${controllerId} has no target ${target} lun ${lun}`);
-      // Commands that started before this point finish; then everything written is made durable.
-      await attached.unit.drain();
-      await attached.unit.backend.flush();
+      // Commands that started before this point finish (JS and native fast
+      // path alike: quiesce holds both); then everything written is made durable.
+      const release = await attached.unit.quiesce();
+      try {
+        await attached.unit.backend.flush();
+      } finally {
+        release();
+      }
     });
   }
 

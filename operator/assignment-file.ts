@@ -2,8 +2,9 @@
 // serve`), so a restart keeps every disk's address and identity. Written
 // atomically: temp file in the same directory, fsync, rename, fsync of the
 // directory; a crash leaves either the old file or the new one.
-import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
-import { dirname, join, basename } from 'node:path';
+import { mkdir, readFile } from 'node:fs/promises';
+import { writeFileAtomic } from '../lib/atomic-file.ts';
+import { dirname } from 'node:path';
 import { IO_PROFILES } from './api/virtualdisk.ts';
 import type { Assignment } from './planner.ts';
 
@@ -60,22 +61,5 @@ export async function saveAssignmentsFile(path: string, assignments: ReadonlyMap
   await mkdir(dir, { recursive: true });
   const sorted = [...assignments.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   const body: AssignmentsFile = { version: ASSIGNMENTS_FILE_VERSION, assignments: sorted };
-  const temp = join(dir, `.${basename(path)}.${process.pid}.tmp`);
-  const handle = await open(temp, 'w', 0o600);
-  try {
-    await handle.writeFile(`${JSON.stringify(body, null, 2)}\n`);
-    await handle.sync();
-  } catch (error) {
-    await handle.close();
-    await rm(temp, { force: true });
-    throw error;
-  }
-  await handle.close();
-  await rename(temp, path);
-  const dirHandle = await open(dir, 'r');
-  try {
-    await dirHandle.sync();
-  } finally {
-    await dirHandle.close();
-  }
+  await writeFileAtomic(path, `${JSON.stringify(body, null, 2)}\n`);
 }

@@ -6,6 +6,7 @@
 import { constants as fsConstants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { syncDir } from '../../lib/atomic-file.ts';
 import type { BlockBackend } from '../scsi/types.ts';
 import { native } from '../native/index.ts';
 
@@ -23,16 +24,6 @@ const ZERO_CHUNK = 1 << 20;
 
 function errorCode(error: unknown): string | undefined {
   return (error as NodeJS.ErrnoException | undefined)?.code;
-}
-
-/** fsyncs a directory so a new entry in it survives a crash. */
-async function syncDirectory(path: string): Promise<void> {
-  const dir = await open(path, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
-  }
 }
 
 /** A raw image file as a block device. */
@@ -70,7 +61,7 @@ export class FileBackend implements BlockBackend {
         } finally {
           await created.close();
         }
-        await syncDirectory(dirname(path));
+        await syncDir(dirname(path));
       } catch (error) {
         if (errorCode(error) !== 'EEXIST') throw error;
       }
