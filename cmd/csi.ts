@@ -2,6 +2,7 @@
 // SIGTERM. Bad flags print what is wrong and the usage, and exit with 2.
 import { isAbsolute, join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { KubeConfig } from '@kubernetes/client-node';
 import { pino, type Level } from 'pino';
 import { CsiMode, startCsiServer } from '../csi/server.ts';
 
@@ -9,6 +10,7 @@ import { CsiMode, startCsiServer } from '../csi/server.ts';
 export const CSI_USAGE = `usage: vhba csi --mode controller|node|all --endpoint unix:///path.sock --node-id <id>
                 --state-dir <dir> --data-dir <dir> [--engine-endpoint unix:///path.sock]
                 [--publish-root <dir>] [--socket-dir <dir>] [--max-volumes <n>] [--log-level info]
+                [--state-store directory|kubernetes] [--state-namespace <ns>] [--kubeconfig <path>]
 
   --mode             which CSI services to serve (Identity always)
   --endpoint         unix socket the CO connects to
@@ -20,7 +22,11 @@ export const CSI_USAGE = `usage: vhba csi --mode controller|node|all --endpoint 
   --publish-root     staging and target paths must be below it (default /var/lib/kubelet)
   --socket-dir       where VM controller sockets are created (default <state-dir>/sockets)
   --max-volumes      volumes per node (NodeGetInfo max_volumes_per_node; default 256)
-  --log-level        pino level: fatal, error, warn, info, debug, trace (default info)`;
+  --log-level        pino level: fatal, error, warn, info, debug, trace (default info)
+  --state-store      where controller state and the node registry live: directory (under
+                     --state-dir, default) or kubernetes (ConfigMaps; node mounts stay in --state-dir)
+  --state-namespace  namespace of the ConfigMaps (required with --state-store kubernetes)
+  --kubeconfig       kubeconfig file for --state-store kubernetes; default: in-cluster service account`;
 
 class UsageError extends Error {}
 
@@ -50,6 +56,7 @@ export function parseCsiArgs(argv: string[]) {
         mode: { type: 'string' }, endpoint: { type: 'string' }, 'node-id': { type: 'string' }, 'state-dir': { type: 'string' },
         'data-dir': { type: 'string' }, 'engine-endpoint': { type: 'string' }, 'publish-root': { type: 'string' },
         'socket-dir': { type: 'string' }, 'max-volumes': { type: 'string' }, 'log-level': { type: 'string' }, help: { type: 'boolean', short: 'h' },
+        'state-store': { type: 'string' }, 'state-namespace': { type: 'string' }, kubeconfig: { type: 'string' },
       },
     }));
   } catch (err) {
@@ -73,7 +80,31 @@ export function parseCsiArgs(argv: string[]) {
   if (!/^[0-9]{1,6}$/.test(maxText)) throw new UsageError(`--max-volumes ${JSON.stringify(maxText)} must be a whole number (0: no limit)`);
   const level = values['log-level'] ?? 'info';
   if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace'].includes(level)) throw new UsageError(`--log-level ${JSON.stringify(level)} is not a pino level`);
-  return { help: false as const, mode, endpoint, nodeId, stateDir, dataDir, engineEndpoint, publishRoot, socketDir, maxVolumesPerNode: Number(maxText), level: level as Level };
+  const stateStore = values['state-store'] ?? 'directory';
+  if (stateStore !== 'directory' && stateStore !== 'kubernetes') throw new UsageError(`--state-store ${JSON.stringify(stateStore)} is not one of directory, kubernetes`);
+  const stateNamespace = values['state-namespace'];
+  const kubeconfig = values.kubeconfig;
+  if (stateStore === 'directory') {
+    if (stateNamespace !== undefined) throw new UsageError('--state-namespace needs --state-store kubernetes');
+    if (kubeconfig !== undefined) throw new UsageError('--kubeconfig needs --state-store kubernetes');
+  } else {
+    if (!stateNamespace) throw new UsageError('--state-store kubernetes needs --state-namespace');
+    if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(stateNamespace)) throw new UsageError(`--state-namespace ${JSON.stringify(stateNamespace)} is not a Kubernetes namespace name`);
+    if (kubeconfig === '') throw new UsageError('--kubeconfig must name a file');
+  }
+  return {
+    help: false as const, mode, endpoint, nodeId, stateDir, dataDir, engineEndpoint, publishRoot, socketDir, maxVolumesPerNode: Number(maxText), level: level as Level,
+    stateStore, stateNamespace, kubeconfig,
+  };
+}
+
+/** The KubeConfig for --state-store kubernetes: the file, or in-cluster. */
+function loadKubeConfig(path: string | undefined): KubeConfig {
+  const kc = new KubeConfig();
+  if (path !== undefined) kc.loadFromFile(path);
+  else if (process.env['KUBERNETES_SERVICE_HOST'] !== undefined) kc.loadFromCluster();
+  else throw new UsageError('--state-store kubernetes outside a cluster (no KUBERNETES_SERVICE_HOST) needs --kubeconfig');
+  return kc;
 }
 
 /** Runs `vhba csi`; resolves with the exit code (0 after a signal, 1 when the
@@ -91,10 +122,22 @@ export async function runCsi(argv: string[]): Promise<number> {
     process.stdout.write(`${CSI_USAGE}\n`);
     return 0;
   }
+  let kubernetes;
+  try {
+    kubernetes = args.stateStore === 'kubernetes' ? { kubeConfig: loadKubeConfig(args.kubeconfig), namespace: args.stateNamespace! } : undefined;
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`vhba csi: ${err.message}\n${CSI_USAGE}\n`);
+      return 2;
+    }
+    process.stderr.write(`vhba csi: cannot load --kubeconfig: ${(err as Error).message}\n`);
+    return 1;
+  }
   const log = pino({ name: 'vhba-csi', level: args.level }, pino.destination(2));
   let server;
   try {
-    server = await startCsiServer({ ...args, ...(args.engineEndpoint ? { engineEndpoint: args.engineEndpoint } : {}), log });
+    const { stateStore: _store, stateNamespace: _ns, kubeconfig: _kc, ...serverArgs } = args;
+    server = await startCsiServer({ ...serverArgs, ...(args.engineEndpoint ? { engineEndpoint: args.engineEndpoint } : {}), ...(kubernetes ? { kubernetes } : {}), log });
   } catch (err) {
     process.stderr.write(`vhba csi: cannot start: ${(err as Error).message}\n`);
     return 1;

@@ -2,12 +2,13 @@
 // Identity / Controller / Node services for the chosen mode, the call
 // wrapper, and a grpc-js server on a unix socket.
 //
-// State layout (each a DirectoryStore):
-//   <state-dir>/controller/volumes, <state-dir>/controller/snapshots
-//   <state-dir>/node/volumes
-//   <state-dir>/nodes: one record per node plugin that started with this
-//   state directory; the controller publishes only to these nodes (in a
-//   cluster the Kubernetes store would read CSINode objects instead).
+// State layout (each a DirectoryStore, or with `kubernetes` set a
+// KubernetesStore of ConfigMaps, csi/stores/kubernetes.ts, kind in brackets):
+//   <state-dir>/controller/volumes [volume], <state-dir>/controller/snapshots [snapshot]
+//   <state-dir>/node/volumes: always a directory (this host's mounts)
+//   <state-dir>/nodes [node]: one record per node plugin that started with
+//   this state (directory or namespace); the controller publishes only to
+//   these nodes (CSINode objects could replace this registry in a cluster).
 import * as grpc from '@grpc/grpc-js';
 import { chmod, mkdir, rm } from 'node:fs/promises';
 import { checkSocketDir } from '../hba/security.ts'; // H9
@@ -20,7 +21,9 @@ import { connectEngine, type EngineClient } from './engine-client.ts';
 import { createIdentity } from './identity.ts';
 import { KeyedLocks } from './locks.ts';
 import { createNode, type NodeVolumeRecord } from './node.ts';
-import { DirectoryStore } from './store.ts';
+import { DirectoryStore, type RecordStore } from './store.ts';
+import { KubernetesStore, type RecordKind } from './stores/kubernetes.ts';
+import type { KubeConfig } from '@kubernetes/client-node';
 import type { SnapshotRecord, VolumeRecord } from './volumes.ts';
 import { createCallWrapper } from './wrapper.ts';
 
@@ -40,6 +43,9 @@ export interface CsiServerOptions {
   publishRoot: string;
   socketDir: string;
   maxVolumesPerNode: number;
+  /** Keep controller state and the node registry as ConfigMaps in this
+   * namespace instead of under stateDir. */
+  kubernetes?: { kubeConfig: KubeConfig; namespace: string };
   log: Logger;
 }
 
@@ -59,6 +65,10 @@ export async function startCsiServer(o: CsiServerOptions): Promise<CsiServer> {
   await mkdir(o.dataDir, { recursive: true, mode: 0o700 });
   const engine: EngineClient | undefined = o.engineEndpoint ? connectEngine(o.engineEndpoint) : undefined;
   const nodesDir = join(o.stateDir, 'nodes');
+  const kube = o.kubernetes;
+  /** The store of one kind: ConfigMaps with `kubernetes`, else the directory. */
+  const openStore = <T extends { id: string }>(kind: RecordKind, dir: string): Promise<RecordStore<T>> =>
+    kube ? Promise.resolve(new KubernetesStore<T>({ kubeConfig: kube.kubeConfig, namespace: kube.namespace, kind })) : DirectoryStore.open<T>(dir);
 
   const server = new grpc.Server();
   const wrap = createCallWrapper({ log: o.log, locks: new KeyedLocks(), services: [Identity, Controller, Node] });
@@ -68,7 +78,7 @@ export async function startCsiServer(o: CsiServerOptions): Promise<CsiServer> {
   if (serveNode) {
     if (!engine) throw new Error('--engine-endpoint is required in node and all modes');
     await mkdir(o.socketDir, { recursive: true, mode: 0o750 });
-    const registry = await DirectoryStore.open<NodeRegistration>(nodesDir);
+    const registry = await openStore<NodeRegistration>('node', nodesDir);
     await registry.put({ id: o.nodeId, registeredAtMs: Date.now() });
     addService(server, Node, createNode({
       nodeId: o.nodeId, maxVolumesPerNode: o.maxVolumesPerNode, publishRoot: o.publishRoot, dataDir: o.dataDir,
@@ -78,10 +88,10 @@ export async function startCsiServer(o: CsiServerOptions): Promise<CsiServer> {
   if (serveController) {
     addService(server, Controller, createController({
       nodeId: o.nodeId, dataDir: o.dataDir, maxVolumesPerNode: o.maxVolumesPerNode, ...(engine ? { engine } : {}),
-      volumes: await DirectoryStore.open<VolumeRecord>(join(o.stateDir, 'controller', 'volumes')),
-      snapshots: await DirectoryStore.open<SnapshotRecord>(join(o.stateDir, 'controller', 'snapshots')),
+      volumes: await openStore<VolumeRecord>('volume', join(o.stateDir, 'controller', 'volumes')),
+      snapshots: await openStore<SnapshotRecord>('snapshot', join(o.stateDir, 'controller', 'snapshots')),
       async knownNodes() {
-        const nodes = new Set((await (await DirectoryStore.open<NodeRegistration>(nodesDir)).list()).map((n) => n.id));
+        const nodes = new Set((await (await openStore<NodeRegistration>('node', nodesDir)).list()).map((n) => n.id));
         if (serveNode) nodes.add(o.nodeId);
         return nodes;
       },
@@ -95,7 +105,7 @@ export async function startCsiServer(o: CsiServerOptions): Promise<CsiServer> {
     server.bindAsync(`unix://${socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
   );
   await chmod(socketPath, 0o600);
-  o.log.info({ mode: o.mode, endpoint: o.endpoint, nodeId: o.nodeId, engine: o.engineEndpoint }, 'csi plugin listening');
+  o.log.info({ mode: o.mode, endpoint: o.endpoint, nodeId: o.nodeId, engine: o.engineEndpoint, stateNamespace: kube?.namespace }, 'csi plugin listening');
   return {
     endpoint: `unix://${socketPath}`,
     close: () =>

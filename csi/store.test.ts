@@ -3,10 +3,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DirectoryStore } from './store.ts';
+import { describeRecordStoreContract } from './testing/record-store-contract.ts';
 
 describe('DirectoryStore', () => {
   const base = mkdtempSync(join(tmpdir(), 'vhba-store-'));
   afterAll(() => rmSync(base, { recursive: true, force: true }));
+
+  describe('RecordStore contract', () => describeRecordStoreContract((label) => DirectoryStore.open(join(base, 'contract', label))));
 
   it('keeps records across a reopen (a controller restart)', async () => {
     const dir = join(base, 'a');

@@ -3,8 +3,8 @@
 // and the SCSI targets behind it. A protocol violation closes that connection
 // only; the listener keeps accepting, and a new connection starts from a fresh
 // device. A second connection while one is active is closed at once.
-import { lstat, mkdir, unlink } from 'node:fs/promises';
-import { checkSocketDir } from './security.ts'; // H9
+import { lchown, lstat, mkdir, unlink } from 'node:fs/promises';
+import { checkSocketDir, claimSocketDir, socketDirMode, type SocketOwnership } from './security.ts'; // H9
 import path from 'node:path';
 import type pino from 'pino';
 import type { FastPathDevices } from './fastpath.ts';
@@ -33,6 +33,9 @@ export interface ControllerConfig {
   /** The native data path (issue 4, hba/fastpath.ts): told about each
    * connection's device so the controller's file LUNs are served natively. */
   fastPath?: FastPathDevices;
+  /** Hand the socket and its directory to this uid:gid with this socket mode
+   * (KubeVirt: QEMU runs as 107); default: ours, socket 0600, directory 0700. */
+  socketOwner?: SocketOwnership;
 }
 
 const DEFAULT_MAX_CHAIN_BYTES = 0xffff * 512 + 64 * 1024;
@@ -59,12 +62,17 @@ export class VhostUserScsiController {
     this.#log = config.logger.child({ controller: config.id });
   }
 
-  /** Creates the socket directory (0700) and listens (socket mode 0600). A
-   * stale socket file at the path is removed; any other file is an error. */
+  /** Creates the socket directory (0700) and listens (socket mode 0600); with
+   * `socketOwner`, the directory (0700/0750) and the socket are chowned to
+   * it (docs/security.md). A stale socket file at the path is removed; any
+   * other file is an error. */
   async start(): Promise<void> {
     const socketPath = this.config.socketPath;
-    await mkdir(path.dirname(socketPath), { recursive: true, mode: 0o700 });
-    checkSocketDir(path.dirname(socketPath)); // H9: nobody else may write the socket's directory
+    const owner = this.config.socketOwner;
+    const socketMode = owner?.mode ?? 0o600;
+    await mkdir(path.dirname(socketPath), { recursive: true, mode: socketDirMode(socketMode) });
+    if (owner) claimSocketDir(path.dirname(socketPath), owner); // H9: only root and the owner reach it
+    else checkSocketDir(path.dirname(socketPath)); // H9: nobody else may write the socket's directory
     const existing = await lstat(socketPath).catch((err: NodeJS.ErrnoException) => {
       if (err.code === 'ENOENT') return null;
       throw err;
@@ -73,7 +81,16 @@ export class VhostUserScsiController {
       if (!existing.isSocket()) throw new Error(`${socketPath} exists and is not a socket`);
       await unlink(socketPath);
     }
-    this.#listener = this.config.native.listenUnix(socketPath, 0o600, (conn) => this.#accept(conn));
+    this.#listener = this.config.native.listenUnix(socketPath, socketMode, (conn) => this.#accept(conn));
+    if (owner) {
+      // Until this lchown only we (and root) can connect: fails closed. lchown:
+      // a symlink the owner swapped in is not followed.
+      await lchown(socketPath, owner.uid, owner.gid).catch((err: unknown) => {
+        this.#listener?.close();
+        this.#listener = null;
+        throw err;
+      });
+    }
     this.#log.info({ socketPath }, 'controller listening');
   }
 

@@ -23,6 +23,7 @@ import { native as realNative } from './native/index.ts';
 import { LogicalUnit } from './scsi/logical-unit.ts';
 import { ScsiTarget } from './scsi/target.ts';
 import type { BlockBackend } from './scsi/types.ts';
+import type { SocketOwnership } from './security.ts';
 import type { TargetPort } from './virtio-scsi/tasks.ts';
 
 export { EngineError } from './engine-errors.ts';
@@ -32,6 +33,8 @@ export type { EngineErrorCode } from './engine-errors.ts';
 export interface EngineDeps {
   native?: ControllerNative;
   openBackend?: (spec: LunSpec) => Promise<BlockBackend>;
+  /** Every controller's socket and directory go to this owner (`vhba engine --socket-owner`). */
+  socketOwner?: SocketOwnership;
 }
 
 const DEFAULT_QUEUE_SIZE = 1024;
@@ -104,6 +107,7 @@ class VhbaEngine implements Engine {
   readonly #log: pino.Logger;
   readonly #native: ControllerNative;
   readonly #openBackend: (spec: LunSpec) => Promise<BlockBackend>;
+  readonly #socketOwner: SocketOwnership | undefined;
   readonly #controllers = new Map<string, ControllerEntry>();
   /** Serializes controller creation and deletion. */
   #registryLock: Promise<unknown> = Promise.resolve();
@@ -113,6 +117,7 @@ class VhbaEngine implements Engine {
     this.#log = logger;
     this.#native = deps.native ?? realNative;
     this.#openBackend = deps.openBackend ?? openBacking;
+    this.#socketOwner = deps.socketOwner;
   }
 
   createController(opts: ControllerOptions): Promise<void> {
@@ -137,6 +142,7 @@ class VhbaEngine implements Engine {
         logger: this.#log,
         native: this.#native,
         fastPath: entry.fastPath,
+        ...(this.#socketOwner ? { socketOwner: this.#socketOwner } : {}),
       });
       await entry.controller.start();
       this.#controllers.set(options.id, entry);

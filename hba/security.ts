@@ -5,7 +5,7 @@
 //  - peer credentials (SO_PEERCRED, unix(7)) checked against an allow list of
 //    uids and gids; default: root and the engine's own uid;
 //  - per-controller resource limits, reported in errors and for metrics.
-import { chmodSync, lstatSync, mkdirSync } from 'node:fs';
+import { chmodSync, lchownSync, lstatSync, mkdirSync } from 'node:fs';
 
 /** Credentials the kernel recorded when the peer called connect(). */
 export interface PeerCredentials { pid: number; uid: number; gid: number }
@@ -135,12 +135,60 @@ export function limitMetrics(limits: ControllerLimits): Record<string, number> {
 }
 
 /** Checks an existing socket directory without changing it: a real
- * directory, owned by us or root, writable by nobody else (no group/other
- * write bit), so no one else can replace or add a socket in it. Throws otherwise. */
-export function checkSocketDir(path: string): void {
+ * directory, owned by us, root or the configured socket owner uid (`ownerUid`,
+ * e.g. KubeVirt's qemu, 107), writable by nobody else (no group/other write
+ * bit), so no one else can replace or add a socket in it. Throws otherwise. */
+export function checkSocketDir(path: string, ownerUid?: number): void {
   const st = lstatSync(path);
   if (!st.isDirectory()) throw new Error(`socket directory ${path} is not a directory (a symlink?)`);
   const me = process.getuid?.() ?? 0;
-  if (st.uid !== me && st.uid !== 0) throw new Error(`socket directory ${path} is owned by uid ${st.uid}, not by us (${me}) or root`);
+  if (st.uid !== me && st.uid !== 0 && st.uid !== ownerUid) {
+    throw new Error(`socket directory ${path} is owned by uid ${st.uid}, not by us (${me}), root${ownerUid === undefined ? '' : ` or the socket owner (${ownerUid})`}`);
+  }
   if ((st.mode & 0o022) !== 0) throw new Error(`socket directory ${path} has mode ${(st.mode & 0o777).toString(8)}: group or others may write it`);
+}
+
+/** Who owns the vhost-user sockets and their directories (`vhba engine
+ * --socket-owner UID[:GID] --socket-mode 0600|0660`): in KubeVirt QEMU runs
+ * as qemu (107) in virt-launcher, not as the engine's uid. */
+export interface SocketOwnership {
+  uid: number;
+  gid: number;
+  /** Socket mode: 0600 (owner only) or 0660 (owner and its group). */
+  mode: 0o600 | 0o660;
+}
+
+/** Parses "UID[:GID]" (GID defaults to UID). Throws on anything else. */
+export function parseSocketOwner(text: string): { uid: number; gid: number } {
+  const m = /^(\d{1,10})(?::(\d{1,10}))?$/.exec(text.trim());
+  const uid = Number(m?.[1]);
+  const gid = m?.[2] === undefined ? uid : Number(m[2]);
+  if (!m || uid > 0xfffffffe || gid > 0xfffffffe) throw new Error(`socket owner ${JSON.stringify(text)}: expected UID or UID:GID (numbers)`);
+  return { uid, gid };
+}
+
+/** Parses a socket mode: "0600" or "0660" (octal). Throws on anything else. */
+export function parseSocketMode(text: string): 0o600 | 0o660 {
+  if (text === '0600' || text === '600') return 0o600;
+  if (text === '0660' || text === '660') return 0o660;
+  throw new Error(`socket mode ${JSON.stringify(text)}: expected 0600 or 0660`);
+}
+
+/** The mode of a socket's directory: 0700 for 0600 sockets, 0750 for 0660
+ * ones (the group must reach the socket, nobody else may). */
+export function socketDirMode(socketMode: 0o600 | 0o660): 0o700 | 0o750 {
+  return socketMode === 0o660 ? 0o750 : 0o700;
+}
+
+/** Hands an existing socket directory to the socket owner: it must be a real
+ * directory owned by us, root or the owner already; it is then chowned to
+ * owner uid:gid (lchown: a symlink swapped in is not followed) with mode
+ * socketDirMode(mode), so only root and the owner (and with 0660 its group)
+ * reach it. Throws otherwise. */
+export function claimSocketDir(path: string, owner: SocketOwnership): void {
+  checkSocketDir(path, owner.uid);
+  lchownSync(path, owner.uid, owner.gid);
+  chmodSync(path, socketDirMode(owner.mode));
+  const st = lstatSync(path);
+  if (!st.isDirectory() || st.uid !== owner.uid || st.gid !== owner.gid) throw new Error(`socket directory ${path} changed while being handed to uid ${owner.uid}`);
 }
