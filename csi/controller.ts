@@ -15,7 +15,7 @@ import type { VolumeSchema } from '../protos/gen/csi/v1/csi_pb.ts';
 import { alreadyExists, failedPrecondition, invalidArgument, notFound, resourceExhausted, unimplemented, aborted } from './errors.ts';
 import type { RecordStore } from './store.ts';
 import {
-  ContextKey, TOPOLOGY_NODE_KEY, MAX_CAPACITY_BYTES, capabilityProblem, checkCapabilities, isOurId, newId,
+  ContextKey, DRIVER_NAME, TOPOLOGY_NODE_KEY, MAX_CAPACITY_BYTES, capabilityProblem, checkCapabilities, isOurId, newId,
   parseParameters, sizeForRange, type SnapshotRecord, type VolumeRecord,
 } from './volumes.ts';
 import { snapshotMethods, createVolumeImage } from './controller-snapshots.ts';
@@ -193,7 +193,7 @@ export function createController(deps: ControllerDeps): ServiceImpl<ControllerMe
       const problem = capabilityProblem(req.volumeCapability);
       if (problem) throw invalidArgument(`volume_capability: ${problem}`);
       const v = await getVolume(req.volumeId);
-      if (!(await deps.knownNodes()).has(req.nodeId)) throw notFound(`node_id ${JSON.stringify(req.nodeId)}: no such node runs the ${'scsi.vhba.io'} node plugin`);
+      if (!(await deps.knownNodes()).has(req.nodeId)) throw notFound(`node_id ${JSON.stringify(req.nodeId)}: no such node runs the ${DRIVER_NAME} node plugin`);
       if (v.node !== req.nodeId) throw failedPrecondition(`volume ${v.id} lives on node ${v.node} and cannot be published to ${req.nodeId}`);
       const current = v.published[req.nodeId];
       if (current) {

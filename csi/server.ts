@@ -8,7 +8,8 @@
 //   <state-dir>/node/volumes: always a directory (this host's mounts)
 //   <state-dir>/nodes [node]: one record per node plugin that started with
 //   this state (directory or namespace); the controller publishes only to
-//   these nodes (CSINode objects could replace this registry in a cluster).
+//   these nodes and, in a cluster, to those the CSINode objects list for
+//   our driver (kubelet registers the node plugins there).
 import * as grpc from '@grpc/grpc-js';
 import { chmod, mkdir, rm } from 'node:fs/promises';
 import { checkSocketDir } from '../hba/security.ts'; // H9
@@ -23,8 +24,8 @@ import { KeyedLocks } from './locks.ts';
 import { createNode, type NodeVolumeRecord } from './node.ts';
 import { DirectoryStore, type RecordStore } from './store.ts';
 import { KubernetesStore, type RecordKind } from './stores/kubernetes.ts';
-import type { KubeConfig } from '@kubernetes/client-node';
-import type { SnapshotRecord, VolumeRecord } from './volumes.ts';
+import { StorageV1Api, type KubeConfig } from '@kubernetes/client-node';
+import { DRIVER_NAME, type SnapshotRecord, type VolumeRecord } from './volumes.ts';
 import { createCallWrapper } from './wrapper.ts';
 
 /** The three ways the plugin runs. */
@@ -55,6 +56,15 @@ export interface CsiServer {
 }
 
 interface NodeRegistration { id: string; registeredAtMs: number }
+
+/** In a cluster, kubelet records every node plugin it registered in the
+ * node's CSINode object (storage.k8s.io/v1): the node ids of our driver there
+ * are the nodes the controller may publish to. */
+async function csiNodeIds(kubeConfig: KubeConfig): Promise<string[]> {
+  const api = kubeConfig.makeApiClient(StorageV1Api);
+  const list = await api.listCSINode();
+  return list.items.flatMap((n) => (n.spec?.drivers ?? []).filter((d) => d.name === DRIVER_NAME && d.nodeID).map((d) => d.nodeID));
+}
 
 /** Starts the plugin; resolves once the socket accepts calls. */
 export async function startCsiServer(o: CsiServerOptions): Promise<CsiServer> {
@@ -93,6 +103,7 @@ export async function startCsiServer(o: CsiServerOptions): Promise<CsiServer> {
       async knownNodes() {
         const nodes = new Set((await (await openStore<NodeRegistration>('node', nodesDir)).list()).map((n) => n.id));
         if (serveNode) nodes.add(o.nodeId);
+        if (kube) for (const id of await csiNodeIds(kube.kubeConfig)) nodes.add(id);
         return nodes;
       },
     }), wrap);

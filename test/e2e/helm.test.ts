@@ -22,7 +22,7 @@ import { kubectl, kubectlOk } from '../k8s/kubectl.ts';
 import { freePort } from '../k8s/process.ts';
 import { REPO_ROOT, missingToolsReason, toolPath } from '../k8s/tools.ts';
 import { createClient } from '../../protos/grpc.ts';
-import { Identity } from '../../protos/gen/csi/v1/csi_pb.ts';
+import { Controller, Identity } from '../../protos/gen/csi/v1/csi_pb.ts';
 
 const helmSkip = missingToolsReason(['helm']);
 const clusterSkip = missingToolsReason(['helm', 'kube-apiserver', 'etcd', 'kubectl']);
@@ -40,7 +40,7 @@ const VALUE_SETS: Record<string, Record<string, unknown>> = {
   default: {},
   namespaced: {
     operator: { watchNamespace: 'vms', leaderElection: false, replicas: 1, workers: 2, metricsPort: 9090 },
-    controller: { leaderElection: false, podDisruptionBudget: { enabled: false, maxUnavailable: 1 } },
+    controller: { leaderElection: false, stateStore: 'directory', podDisruptionBudget: { enabled: false, maxUnavailable: 1 } },
     sidecars: { snapshotter: { enabled: false, image: 'registry.k8s.io/sig-storage/csi-snapshotter:v8.2.1' } },
     storageClass: { isDefault: false, name: 'vhba-fast', reclaimPolicy: 'Retain', volumeBindingMode: 'Immediate' },
     node: { socketDir: '/var/run/vhba', kubeletDir: '/var/lib/k0s/kubelet' },
@@ -218,13 +218,15 @@ describe.skipIf(helmSkip !== undefined)(`helm chart: lint, template, schema, pro
       'ClusterRoleBinding/vhba-controller', 'ClusterRoleBinding/vhba-operator', 'ClusterRoleBinding/vhba-operator-attachments',
       'DaemonSet/vhba-node', 'Deployment/vhba-controller', 'Deployment/vhba-operator',
       'PodDisruptionBudget/vhba-controller',
-      'Role/vhba-controller-leader', 'Role/vhba-operator-leader', 'RoleBinding/vhba-controller-leader', 'RoleBinding/vhba-operator-leader',
+      'Role/vhba-controller-leader', 'Role/vhba-controller-state', 'Role/vhba-operator-leader',
+      'RoleBinding/vhba-controller-leader', 'RoleBinding/vhba-controller-state', 'RoleBinding/vhba-operator-leader',
       'ServiceAccount/vhba-controller', 'ServiceAccount/vhba-node', 'ServiceAccount/vhba-operator',
       'StorageClass/vhba',
     ]);
     const ns = objects(rendered['namespaced']!);
     expect(ns.find((o) => o.kind === 'RoleBinding' && o.metadata.name === 'vhba-operator')?.metadata.namespace).toBe('vms');
-    expect(ns.some((o) => o.kind === 'PodDisruptionBudget' || o.metadata.name.endsWith('-leader'))).toBe(false);
+    expect(ns.some((o) => o.kind === 'PodDisruptionBudget' || o.metadata.name.endsWith('-leader') || o.metadata.name.endsWith('-state'))).toBe(false);
+    expect(container(ns, 'Deployment', 'vhba-controller', 'csi-controller').args).not.toContain('--state-store=kubernetes');
     const ctrl = (ns.find((o) => o.kind === 'Deployment' && o.metadata.name === 'vhba-controller')!.spec as { template: { spec: { containers: Container[] } } }).template.spec.containers;
     expect(ctrl.map((c) => c.name)).toEqual(['csi-controller', 'csi-provisioner', 'csi-attacher', 'csi-resizer', 'liveness-probe']);
     expect(container(ns, 'DaemonSet', 'vhba-node', 'csi-node').args).toContain('--engine-endpoint=unix:///var/run/vhba/engine.sock');
@@ -262,8 +264,8 @@ describe.skipIf(helmSkip !== undefined)(`helm chart: lint, template, schema, pro
       expect(res.stdout, args.join(' ')).toBe('');
     }
   });
-  it('the CSI controller runs from the rendered Deployment and answers as the chart\'s CSIDriver', async () => {
-    const objs = objects(rendered['default']!);
+  it('the CSI controller (directory store) runs from the rendered Deployment and answers as the chart\'s CSIDriver', async () => {
+    const objs = objects(rendered['namespaced']!);
     const c = container(objs, 'Deployment', 'vhba-controller', 'csi-controller');
     const root = mkdtempSync(join(tmpdir(), 'vhba-helm-csi-'));
     try {
@@ -441,6 +443,53 @@ spec:
       expect(operator.output()).not.toMatch(/forbidden/i);
     } finally {
       await stopProc(operator);
+    }
+  });
+
+  it('the CSI controller (Kubernetes store) runs from the rendered Deployment with its ServiceAccount RBAC', async () => {
+    if (!cluster) throw new Error('API server not started');
+    await kubectlOk(kc(), ['apply', '--server-side', '--field-manager=helm', '-f', '-'], { input: rendered['default']! });
+    const objs = objects(rendered['default']!);
+    const c = container(objs, 'Deployment', 'vhba-controller', 'csi-controller');
+    expect(c.args).toContain(`--state-namespace=${NAMESPACE}`);
+    const root = mkdtempSync(join(tmpdir(), 'vhba-helm-csi-kube-'));
+    try {
+      const mounts = new Map<string, string>();
+      for (const m of c.volumeMounts ?? []) {
+        const dir = join(root, m.name);
+        mkdirSync(dir, { recursive: true });
+        mounts.set(m.mountPath, dir);
+      }
+      const env = resolveEnv(c, { 'spec.nodeName': 'node-a' });
+      const argv = vhbaArgv(c, env, mounts);
+      const socket = join(mounts.get('/csi')!, 'csi.sock');
+      // In the pod: the in-cluster service account. Here: a client certificate for the same user name.
+      const saKubeconfig = cluster.kubeconfigFor(`system:serviceaccount:${NAMESPACE}:vhba-controller`, ['system:serviceaccounts', `system:serviceaccounts:${NAMESPACE}`]);
+      const csi = startVhba([argv[0]!, '--kubeconfig', saKubeconfig, ...argv.slice(1)], env);
+      try {
+        await waitFor('CSI socket', () => existsSync(socket), csi);
+        const controller = createClient(Controller, `unix://${socket}`);
+        try {
+          const created = await controller.createVolume({
+            name: 'helm-kube-store',
+            capacityRange: { requiredBytes: 16n << 20n },
+            volumeCapabilities: [{ accessType: { case: 'block', value: {} }, accessMode: { mode: 1 } }],
+          }, { deadlineMs: 30_000 });
+          const id = created.volume?.volumeId ?? '';
+          expect(id).not.toBe('');
+          // The record lives in a ConfigMap of the release namespace, written with the chart's Role.
+          const cms = JSON.parse(await kubectlOk(kc(), ['get', 'configmaps', '-n', NAMESPACE, '-l', 'app.kubernetes.io/managed-by=vhba', '-o', 'json'])) as { items: { data?: Record<string, string> }[] };
+          expect(cms.items.some((cm) => (cm.data?.['record.json'] ?? '').includes(id))).toBe(true);
+          await controller.deleteVolume({ volumeId: id }, { deadlineMs: 30_000 });
+        } finally {
+          controller.close();
+        }
+        expect(csi.output()).not.toMatch(/forbidden/i);
+      } finally {
+        await stopProc(csi);
+      }
+    } finally {
+      rmSync(root, { recursive: true, force: true });
     }
   });
 });
