@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { NativeLunConfig } from './index.ts';
 import { type Rig, settle, setupRig, waitFor } from './device-harness.ts';
+import { cdb10, cdb16 } from '../scsi/testing.ts';
 
 const REQUEST_QUEUE = 2;
 const REQ_SIZE = 51; // virtio_scsi_cmd_req with cdb_size 32 (virtio 1.2 §5.6.6.1)
@@ -25,23 +26,6 @@ function request(target: number, lun: number, cdb: Buffer): Buffer {
   return req;
 }
 
-function cdb10(opcode: number, lba: number, blocks: number, flags = 0): Buffer {
-  const c = Buffer.alloc(10);
-  c[0] = opcode;
-  c[1] = flags;
-  c.writeUInt32BE(lba, 2);
-  c.writeUInt16BE(blocks, 7);
-  return c;
-}
-
-function cdb16(opcode: number, lba: bigint, blocks: number, flags = 0): Buffer {
-  const c = Buffer.alloc(16);
-  c[0] = opcode;
-  c[1] = flags;
-  c.writeBigUInt64BE(lba, 2);
-  c.writeUInt32BE(blocks, 10);
-  return c;
-}
 
 const READ10 = 0x28, READ16 = 0x88, WRITE10 = 0x2a, WRITE16 = 0x8a, SYNC10 = 0x35, INQUIRY = 0x12;
 const FUA = 0x08;

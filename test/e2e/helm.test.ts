@@ -148,6 +148,17 @@ function mapPaths(arg: string, mounts: Map<string, string>): string {
   return arg;
 }
 
+/** Maps each of a container's volume mounts to a fresh directory under `root`. */
+function tempMounts(c: Container, root: string): Map<string, string> {
+  const mounts = new Map<string, string>();
+  for (const m of c.volumeMounts ?? []) {
+    const dir = join(root, m.name);
+    mkdirSync(dir, { recursive: true });
+    mounts.set(m.mountPath, dir);
+  }
+  return mounts;
+}
+
 /** The command line a rendered container would run, as `bin/vhba` argv. */
 function vhbaArgv(c: Container, env: Record<string, string>, mounts: Map<string, string>): string[] {
   expect(c.command).toEqual(['vhba']);
@@ -269,12 +280,7 @@ describe.skipIf(helmSkip !== undefined)(`helm chart: lint, template, schema, pro
     const c = container(objs, 'Deployment', 'vhba-controller', 'csi-controller');
     const root = mkdtempSync(join(tmpdir(), 'vhba-helm-csi-'));
     try {
-      const mounts = new Map<string, string>();
-      for (const m of c.volumeMounts ?? []) {
-        const dir = join(root, m.name);
-        mkdirSync(dir, { recursive: true });
-        mounts.set(m.mountPath, dir);
-      }
+      const mounts = tempMounts(c, root);
       const env = resolveEnv(c, { 'spec.nodeName': 'node-a' });
       const argv = vhbaArgv(c, env, mounts);
       expect(argv).toContain('--node-id=node-a');
@@ -454,12 +460,7 @@ spec:
     expect(c.args).toContain(`--state-namespace=${NAMESPACE}`);
     const root = mkdtempSync(join(tmpdir(), 'vhba-helm-csi-kube-'));
     try {
-      const mounts = new Map<string, string>();
-      for (const m of c.volumeMounts ?? []) {
-        const dir = join(root, m.name);
-        mkdirSync(dir, { recursive: true });
-        mounts.set(m.mountPath, dir);
-      }
+      const mounts = tempMounts(c, root);
       const env = resolveEnv(c, { 'spec.nodeName': 'node-a' });
       const argv = vhbaArgv(c, env, mounts);
       const socket = join(mounts.get('/csi')!, 'csi.sock');
