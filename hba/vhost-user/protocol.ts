@@ -312,6 +312,18 @@ const vringFileFds = (b: Buffer): number => ((b.readBigUInt64LE(0) & VRING_NOFD_
 /** Rules for every request this back-end understands. Requests that need a
  * feature we never offer (logging, backend channel, inflight, mem slots...)
  * are absent: the session closes the connection on them as "unknown". */
+/** GET_CONFIG and SET_CONFIG carry the same body: a config head plus `size` bytes. */
+const CONFIG_MESSAGE: RequestRule = {
+  bodyHead: CONFIG_HEAD_SIZE,
+  bodySize: (b) => CONFIG_HEAD_SIZE + b.readUInt32LE(4),
+  fds: 0,
+  decode: (b) => {
+    const config = decodeConfig(b);
+    validateConfig(config);
+    return { kind: 'config', config };
+  },
+};
+
 export const REQUEST_RULES: ReadonlyMap<number, RequestRule> = new Map<number, RequestRule>([
   [Request.GET_FEATURES, { bodySize: 0, fds: 0, decode: none }],
   [Request.SET_FEATURES, { bodySize: U64_SIZE, fds: 0, decode: u64 }],
@@ -356,32 +368,8 @@ export const REQUEST_RULES: ReadonlyMap<number, RequestRule> = new Map<number, R
   [Request.SET_PROTOCOL_FEATURES, { bodySize: U64_SIZE, fds: 0, decode: u64 }],
   [Request.GET_QUEUE_NUM, { bodySize: 0, fds: 0, decode: none }],
   [Request.SET_VRING_ENABLE, { bodySize: VRING_STATE_SIZE, fds: 0, decode: vringState }],
-  [
-    Request.GET_CONFIG,
-    {
-      bodyHead: CONFIG_HEAD_SIZE,
-      bodySize: (b) => CONFIG_HEAD_SIZE + b.readUInt32LE(4),
-      fds: 0,
-      decode: (b) => {
-        const config = decodeConfig(b);
-        validateConfig(config);
-        return { kind: 'config', config };
-      },
-    },
-  ],
-  [
-    Request.SET_CONFIG,
-    {
-      bodyHead: CONFIG_HEAD_SIZE,
-      bodySize: (b) => CONFIG_HEAD_SIZE + b.readUInt32LE(4),
-      fds: 0,
-      decode: (b) => {
-        const config = decodeConfig(b);
-        validateConfig(config);
-        return { kind: 'config', config };
-      },
-    },
-  ],
+  [Request.GET_CONFIG, CONFIG_MESSAGE],
+  [Request.SET_CONFIG, CONFIG_MESSAGE],
   [Request.RESET_DEVICE, { bodySize: 0, fds: 0, decode: none }],
 ]);
 
