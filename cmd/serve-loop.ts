@@ -18,11 +18,16 @@ import { loadAssignmentsFile, saveAssignmentsFile } from '../operator/assignment
 import type { EngineClient } from './engine-client.ts';
 import { formatGuestTable } from './guest-table.ts';
 import { describeAction, executeReconcile, observedFromList, planReconcile, type DesiredState, type ExecutionReport, type ReconcileAction } from './serve-reconcile.ts';
-import { assignmentsPath, topologyFromDisks, type Dirs, type GuestVm, type Topology } from './topology.ts';
+import {
+  assignmentsPath, describePassthroughBacking, topologyFromDisks, unstableDevicePathNotice, withDeviceIdentities,
+  type Dirs, type GuestVm, type ReportedDevice, type Topology,
+} from './topology.ts';
+import { isPassthrough } from '../hba/engine-api.ts';
 import type { LunSpec } from '../hba/engine-api.ts';
 
-/** The LunSpec for one disk of a VM view. */
+/** The LunSpec for one disk of a VM view (a passthrough disk: its device and policy, no parameters). */
 export function lunSpecFor(disk: GuestVm['disks'][number]): LunSpec {
+  if (disk.passthrough !== undefined) return { target: disk.target, lun: disk.lun, backing: structuredClone(disk.passthrough.backing) };
   return {
     target: disk.target,
     lun: disk.lun,
@@ -205,7 +210,7 @@ export class ServeLoop {
     }
 
     const current = await loadAssignmentsFile(assignmentsPath(dirs));
-    const topology = topologyFromDisks(effective.disks.map((d) => d.disk), current, dirs);
+    let topology = topologyFromDisks(effective.disks.map((d) => d.disk), current, dirs);
     const assignmentsText = JSON.stringify([...topology.plan.assignments.values()]);
     if (assignmentsText !== this.#lastAssignments) {
       await saveAssignmentsFile(assignmentsPath(dirs), topology.plan.assignments);
@@ -217,6 +222,11 @@ export class ServeLoop {
 
     const observed = observedFromList(await client.listControllers({}));
     const plan = planReconcile(desiredFromTopology(topology), observed, (c) => isInside(dirs.socketDir, c.socketPath));
+    const servedKeys = new Set(topology.vms.flatMap((vm) => vm.disks.map((d) => d.key)));
+    for (const d of effective.disks) {
+      const notice = servedKeys.has(d.disk.key) ? unstableDevicePathNotice(d.disk) : undefined;
+      if (notice !== undefined) plan.notices.push(notice);
+    }
     const noticesText = plan.notices.join('\n');
     if (noticesText !== this.#lastNotices) {
       for (const n of plan.notices) err(`vhba serve: ${n}\n`);
@@ -224,6 +234,8 @@ export class ServeLoop {
     }
     const execution = await executeReconcile(client, plan.actions, logger);
     for (const f of execution.failures) err(`vhba serve: ${describeAction(f.action)} failed: ${f.message}\n`);
+    topology = await this.#withDevices(topology, execution);
+    this.#topology = topology;
     if (previous !== undefined) {
       for (const a of execution.applied) {
         if (a.kind === 'createController') err(`vhba serve: new controller ${a.controller.id}: a running VM sees it only after a restart with the arguments 'vhba qemu-args' prints (a PCI device is not hotplugged)\n`);
@@ -246,11 +258,35 @@ export class ServeLoop {
     this.passes++;
     return { loadErrors, notices: plan.notices, execution, topology };
   }
+
+  /** Passthrough disks: the device identity the engine reports (a fresh
+   * ListControllers, so disks attached in earlier passes or runs have it
+   * too) and this pass's attach failures, for disks.json and the table. */
+  async #withDevices(topology: Topology, execution: ExecutionReport): Promise<Topology> {
+    if (!topology.vms.some((vm) => vm.disks.some((d) => d.passthrough !== undefined))) return topology;
+    const attachErrors = new Map<string, string>();
+    for (const f of execution.failures) {
+      if (f.action.kind === 'attachLun' && isPassthrough(f.action.spec.backing)) attachErrors.set(f.action.key, f.message);
+    }
+    let reported: ReportedDevice[] = [];
+    try {
+      reported = observedFromList(await this.#o.client.listControllers({})).flatMap((c) => c.luns.map((l) => ({ controllerId: c.id, target: l.target, lun: l.lun, ...(l.device === undefined ? {} : { device: l.device }) })));
+    } catch (error) {
+      this.#o.logger.warn({ err: error }, 'listing the engine\'s devices failed; passthrough identities are shown as expected');
+    }
+    return { ...topology, vms: withDeviceIdentities(topology.vms, reported, attachErrors) };
+  }
 }
 
-/** One line per applied change, with the guest paths of new disks. */
+/** One line per applied change, with the guest paths of new disks (and a
+ * passthrough disk's device identity). */
 function summarize(a: ReconcileAction, topology: Topology): string {
   if (a.kind !== 'attachLun') return describeAction(a);
   const disk = topology.vms.flatMap((vm) => vm.disks).find((d) => d.key === a.key);
+  if (disk?.passthrough !== undefined) {
+    const dev = disk.passthrough.device;
+    const what = dev === undefined ? '' : ` ${dev.vendor.trim()} ${dev.product.trim()}, serial ${dev.serial || '(none)'}, wwn ${dev.wwn ? `0x${dev.wwn}` : '(no NAA designator)'}, ${dev.sizeBytes} bytes in ${dev.logicalBlockSize}-byte blocks`;
+    return `${describeAction(a)}: ${describePassthroughBacking(disk.passthrough.backing)}${what}${disk.guestDevicePaths.length > 0 ? `: ${disk.guestDevicePaths.join(' ')}` : ''}`;
+  }
   return `${describeAction(a)}${disk ? `: ${disk.guestDevicePaths.join(' ')}` : ''}`;
 }

@@ -1,10 +1,17 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import type { LunSpec } from '../hba/engine-api.ts';
-import { planReconcile, type DesiredState, type ObservedController, type ReconcileAction } from './serve-reconcile.ts';
+import { create } from '@bufbuild/protobuf';
+import type { LunSpec, PassthroughPolicy } from '../hba/engine-api.ts';
+import { ListControllersResponseSchema } from '../protos/gen/vhba/hba/v1/hba_pb.ts';
+import { attachRequest, identityChanges, observedFromList, planReconcile, type DesiredState, type ObservedController, type ReconcileAction } from './serve-reconcile.ts';
 
-function spec(target: number, lun: number, size = 1 << 20, over: Partial<LunSpec['params']> = {}, path = `/d/${target}-${lun}.img`): LunSpec {
+function spec(target: number, lun: number, size = 1 << 20, over: Partial<NonNullable<LunSpec['params']>> = {}, path = `/d/${target}-${lun}.img`): LunSpec {
   return { target, lun, backing: { kind: 'file', path, sizeBytes: size }, params: { logicalBlockSize: 512, physicalBlockSize: 4096, serial: `S${target}-${lun}`, wwn: '3000000000000001', readOnly: false, ...over } };
+}
+/** The capacity of an emulated LUN. */
+function sizeOf(s: LunSpec): number {
+  if (s.backing.kind !== 'file' && s.backing.kind !== 'memory') throw new Error(`${s.backing.kind} has no size`);
+  return s.backing.sizeBytes;
 }
 const ctrl = { id: 'vm/hba0', socketPath: '/s/vm/hba0.sock', numRequestQueues: 1 };
 const all = () => true;
@@ -17,7 +24,10 @@ function apply(observed: ObservedController[], actions: ReconcileAction[]): Obse
     const c = world.find((x) => x.id === ('controllerId' in a ? a.controllerId : ''));
     if (a.kind === 'detachLun') c!.luns = c!.luns.filter((l) => !(l.target === a.target && l.lun === a.lun));
     if (a.kind === 'attachLun') c!.luns.push(structuredClone(a.spec));
-    if (a.kind === 'resizeLun') c!.luns.find((l) => l.target === a.target && l.lun === a.lun)!.backing.sizeBytes = a.toBytes;
+    if (a.kind === 'resizeLun') {
+      const l = c!.luns.find((x) => x.target === a.target && x.lun === a.lun)!;
+      if (l.backing.kind === 'file' || l.backing.kind === 'memory') l.backing.sizeBytes = a.toBytes;
+    }
   }
   return world;
 }
@@ -73,10 +83,57 @@ describe('planReconcile', () => {
         // Every desired LUN is there, at least as large as asked (never shrunk).
         for (const l of desired.luns) {
           const got = after[0]!.luns.find((s) => s.target === l.spec.target && s.lun === l.spec.lun);
-          expect(got?.params.serial).toBe(l.spec.params.serial);
-          expect(got!.backing.sizeBytes).toBeGreaterThanOrEqual(l.spec.backing.sizeBytes);
+          expect(got?.params?.serial).toBe(l.spec.params?.serial);
+          expect(sizeOf(got!)).toBeGreaterThanOrEqual(sizeOf(l.spec));
         }
       }),
     );
+  });
+});
+
+describe('passthrough LUNs', () => {
+  const hostDevice = (policy: PassthroughPolicy = { rawio: false }, path = '/dev/disk/by-id/wwn-0x5000c500abcdef01'): LunSpec => ({ target: 1, lun: 0, backing: { kind: 'hostDevice', path, policy } });
+
+  it('observedFromList maps host_device, iscsi, their policy and the device identity (fields 8–11)', () => {
+    const res = create(ListControllersResponseSchema, {
+      controllers: [{
+        id: 'vm/hba0', socketPath: '/s/vm/hba0.sock', numRequestQueues: 1,
+        luns: [
+          {
+            address: { target: 1, lun: 0 }, hostDevice: { path: '/dev/sg3' }, passthrough: { rawio: true, timeoutMs: 5000, expectedWwn: '5000C500ABCDEF01', expectedSerial: '' },
+            device: { peripheralDeviceType: 0, vendor: 'ATA', product: 'X', revision: '1', serial: 'ZA1', wwn: '5000C500ABCDEF01', logicalBlockSize: 4096, physicalBlockSize: 4096, sizeBytes: 1n << 40n },
+          },
+          { address: { target: 2, lun: 5 }, iscsi: { portal: '192.0.2.1:3260', iqn: 'iqn.2003-01.org.example:d', lun: 7, initiatorName: '' } },
+          { address: { target: 0, lun: 0 }, backingPath: '/d/a.img', parameters: { sizeBytes: 1n << 20n, logicalBlockSize: 512, physicalBlockSize: 4096, serial: 'S', wwn: '3000000000000001', readOnly: false, product: '' } },
+        ],
+      }],
+    });
+    const [c] = observedFromList(res);
+    expect(c!.luns[0]).toEqual({
+      target: 1, lun: 0, backing: { kind: 'hostDevice', path: '/dev/sg3', policy: { rawio: true, timeoutMs: 5000, expectedWwn: '5000c500abcdef01' } },
+      device: { peripheralDeviceType: 0, vendor: 'ATA', product: 'X', revision: '1', serial: 'ZA1', wwn: '5000c500abcdef01', logicalBlockSize: 4096, physicalBlockSize: 4096, sizeBytes: 2 ** 40 },
+    });
+    expect(c!.luns[1]).toEqual({ target: 2, lun: 5, backing: { kind: 'iscsi', portal: '192.0.2.1:3260', iqn: 'iqn.2003-01.org.example:d', lun: 7, policy: { rawio: false } } });
+    expect(c!.luns[2]?.backing).toEqual({ kind: 'file', path: '/d/a.img', sizeBytes: 1 << 20 });
+  });
+
+  it('compares device and policy; never resizes; an emulated ↔ passthrough swap at one address is a replacement', () => {
+    const same = planReconcile({ controllers: [ctrl], luns: [{ controllerId: ctrl.id, key: 'd/p', spec: hostDevice() }] }, [{ ...ctrl, luns: [{ ...hostDevice(), device: undefined }] }], all);
+    expect(same).toEqual({ actions: [], notices: [] });
+    const changes = identityChanges(hostDevice({ rawio: false }), hostDevice({ rawio: true, expectedWwn: '5000c500abcdef01', timeoutMs: 1000 }, '/dev/sdb'));
+    expect(changes).toEqual(['backing /dev/disk/by-id/wwn-0x5000c500abcdef01 → /dev/sdb', 'rawio false → true', 'timeout default → 1000 ms', 'expected wwn (any) → 5000c500abcdef01']);
+    const swap = planReconcile({ controllers: [ctrl], luns: [{ controllerId: ctrl.id, key: 'd/p', spec: hostDevice() }] }, [{ ...ctrl, luns: [spec(1, 0)] }], all);
+    expect(swap.actions.map((a) => a.kind)).toEqual(['detachLun', 'attachLun']);
+    expect(swap.notices[0]).toMatch(/backing \/d\/1-0\.img → \/dev\/disk\/by-id\/wwn-0x5000c500abcdef01/);
+  });
+
+  it('the AttachLun request carries the device and policy and no parameters', () => {
+    expect(attachRequest('vm/hba0', hostDevice({ rawio: true, expectedSerial: 'ZA1' }))).toEqual({
+      controllerId: 'vm/hba0', address: { target: 1, lun: 0 }, backing: { case: 'hostDevice', value: { path: '/dev/disk/by-id/wwn-0x5000c500abcdef01' } },
+      passthrough: { rawio: true, timeoutMs: 0, expectedWwn: '', expectedSerial: 'ZA1' },
+    });
+    const iscsi: LunSpec = { target: 0, lun: 3, backing: { kind: 'iscsi', portal: 'h:3260', iqn: 'iqn.2003-01.org.example', lun: 2, initiatorName: 'iqn.2026-11.io.vhba:n1', policy: { rawio: false } } };
+    expect(attachRequest('c', iscsi)).toMatchObject({ backing: { case: 'iscsi', value: { portal: 'h:3260', iqn: 'iqn.2003-01.org.example', lun: 2, initiatorName: 'iqn.2026-11.io.vhba:n1' } } });
+    expect(attachRequest('c', iscsi)).not.toHaveProperty('parameters');
   });
 });

@@ -62,8 +62,8 @@ describe('startServe on the examples', () => {
       backing: { kind: 'file', path: join(sockets, '.state', 'data', 'demo', 'data.img'), sizeBytes: 128 * 2 ** 20 },
       params: { serial: 'DEMO-DATA-0001', wwn: '3000000000000d01', readOnly: false, logicalBlockSize: 512, physicalBlockSize: 4096 },
     });
-    expect(specs.find((s) => s.backing.kind === 'file' && s.backing.path.endsWith('4k.img'))?.params.logicalBlockSize).toBe(4096);
-    expect(specs.find((s) => s.backing.kind === 'file' && s.backing.path.endsWith('readonly.img'))?.params.readOnly).toBe(true);
+    expect(specs.find((s) => s.backing.kind === 'file' && s.backing.path.endsWith('4k.img'))?.params?.logicalBlockSize).toBe(4096);
+    expect(specs.find((s) => s.backing.kind === 'file' && s.backing.path.endsWith('readonly.img'))?.params?.readOnly).toBe(true);
 
     // disks.json: the predicted guest view.
     const view = JSON.parse(await readFile(join(sockets, 'demo', 'disks.json'), 'utf8')) as GuestVm;

@@ -10,10 +10,11 @@
 // failure → exit 1, engine closed. While running: an invalid edit is reported
 // (file, field, what is allowed) and leaves the running disks untouched;
 // disks the planner refuses or whose source serve does not support are
-// reported and skipped.
+// reported and skipped; a passthrough device that fails to attach is
+// reported for its disk (and retried each pass) while the rest is served.
 import { join, resolve } from 'node:path';
 import { pino, type Logger } from 'pino';
-import type { Engine } from '../hba/engine-api.ts';
+import { isPassthrough, type Engine } from '../hba/engine-api.ts';
 import { startControlServer, type ControlServer } from '../hba/control/server.ts';
 import { formatLoadError, loadManifests } from '../operator/api/load.ts';
 import { EXIT_USAGE, UsageError, oneOf, parseFlags, required } from './args.ts';
@@ -112,8 +113,11 @@ export async function startServe(options: ServeOptions): Promise<ServeHandle | n
     client = connectEngine(server.address);
     loop = new ServeLoop({ configPath, dirs, client, logger, out: options.out, err, ...(options.resyncMs !== undefined ? { resyncMs: options.resyncMs } : {}), ...(options.debounceMs !== undefined ? { debounceMs: options.debounceMs } : {}) });
     const pass = await loop.reconcile();
-    if (pass.execution.failures.length > 0) {
-      throw new Error(pass.execution.failures.map((f) => `${describeAction(f.action)}: ${f.message}`).join('; '));
+    // A passthrough device that cannot be attached (absent, not SCSI, another
+    // identity) is that disk's problem, reported for it; the rest is served.
+    const fatal = pass.execution.failures.filter((f) => !(f.action.kind === 'attachLun' && isPassthrough(f.action.spec.backing)));
+    if (fatal.length > 0) {
+      throw new Error(fatal.map((f) => `${describeAction(f.action)}: ${f.message}`).join('; '));
     }
     if (options.watch ?? true) await loop.start();
   } catch (error) {

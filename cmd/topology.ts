@@ -2,7 +2,15 @@
 // against the persisted assignments, and describe each VM as its guest will
 // see it (controllers with their sockets, disks with address, identity,
 // geometry, backing file and predicted /dev/disk/by-id names).
+//
+// Passthrough disks (deviceType lun, issue 8) are served too: the engine
+// gets the device (source.hostDevice or source.iscsi) with its policy and
+// the spec's expected identity, and the guest sees the device's own serial,
+// WWN, capacity and block sizes. Until the device has been attached those are
+// the expected ones (or unknown: '' and 0); withDeviceIdentities() fills in
+// what the engine reports.
 import { isAbsolute, join, resolve } from 'node:path';
+import type { DeviceIdentity, PassthroughBacking, PassthroughPolicy } from '../hba/engine-api.ts';
 import { loadManifests, type LoadError } from '../operator/api/load.ts';
 import type { NormalizedVirtualDisk } from '../operator/api/virtualdisk.ts';
 import { loadAssignmentsFile } from '../operator/assignment-file.ts';
@@ -35,6 +43,16 @@ export function socketPathFor(dirs: Dirs, vmName: string, controller: number): s
   return join(dirs.socketDir, vmName, `hba${controller}.sock`);
 }
 
+/** What serve knows of a passthrough disk beyond its address. */
+export interface GuestPassthrough {
+  /** What the engine is asked to attach (device and policy). */
+  backing: PassthroughBacking;
+  /** The device's identity as the engine reported it, once attached. */
+  device?: DeviceIdentity;
+  /** The engine's message when the last attach failed (the disk is not in the guest). */
+  attachError?: string;
+}
+
 /** One disk as the guest will see it. */
 export interface GuestDisk {
   key: string;
@@ -42,16 +60,21 @@ export interface GuestDisk {
   controller: number;
   target: number;
   lun: number;
+  /** Passthrough: the device's (expected, or reported) serial; '' while unknown. */
   serial: string;
-  /** Lowercase hex without 0x. */
+  /** Lowercase hex without 0x. Passthrough: the device's NAA designator; '' while unknown or when it has none. */
   wwn: string;
+  /** Passthrough: the device's, 0 while unknown (likewise the block sizes). */
   sizeBytes: number;
   logicalBlockSize: number;
   physicalBlockSize: number;
+  /** Passthrough: false (the device reports its own write protection). */
   readOnly: boolean;
-  /** Absolute backing file path. */
+  /** Absolute backing file path; passthrough: the device path, or iscsi://portal/iqn/lun. */
   backingPath: string;
   guestDevicePaths: string[];
+  /** Set for deviceType lun. */
+  passthrough?: GuestPassthrough;
 }
 
 /** One controller (vhost-user-scsi-pci device) of a VM. */
@@ -90,10 +113,38 @@ export type TopologyResult = { ok: false; errors: LoadError[] } | { ok: true; to
 
 /** Why `vhba serve` cannot serve a disk, or undefined when it can. */
 export function unsupportedReason(disk: NormalizedVirtualDisk): string | undefined {
-  if (disk.deviceType !== 'disk') return `deviceType ${disk.deviceType} is not supported by vhba serve yet (only disk)`;
-  if (disk.source === undefined) return 'a disk with only storageClassName needs the operator; vhba serve supports source.file';
-  if (!('file' in disk.source)) return `source.${Object.keys(disk.source)[0]} is not supported by vhba serve (only source.file)`;
+  if (disk.source === undefined) return 'a disk with only storageClassName needs the operator; vhba serve supports source.file, source.hostDevice and source.iscsi';
+  if ('pvc' in disk.source) return 'source.pvc is not supported by vhba serve (it has no PersistentVolumeClaims); use source.file';
   return undefined;
+}
+
+/** The engine backing of a passthrough disk: its device, the policy, and the
+ * spec's serial/WWN as the identity the device must have. Undefined for
+ * other disks. */
+export function passthroughBackingOf(disk: NormalizedVirtualDisk): PassthroughBacking | undefined {
+  if (disk.deviceType !== 'lun' || disk.source === undefined) return undefined;
+  const policy: PassthroughPolicy = { rawio: disk.rawio };
+  if (disk.wwn !== undefined) policy.expectedWwn = disk.wwn;
+  if (disk.serial !== undefined) policy.expectedSerial = disk.serial;
+  if ('hostDevice' in disk.source) return { kind: 'hostDevice', path: disk.source.hostDevice.path, policy };
+  if ('iscsi' in disk.source) {
+    const { portal, iqn, lun, initiatorName } = disk.source.iscsi;
+    return { kind: 'iscsi', portal, iqn, lun, ...(initiatorName === undefined ? {} : { initiatorName }), policy };
+  }
+  return undefined;
+}
+
+/** A passthrough backing in one string: the device path, or iscsi://portal/iqn/lun (RFC 4173 style). */
+export function describePassthroughBacking(backing: PassthroughBacking): string {
+  return backing.kind === 'hostDevice' ? backing.path : `iscsi://${backing.portal}/${backing.iqn}/${backing.lun}`;
+}
+
+/** A notice for a passthrough disk whose device path is not a stable by-id link, or undefined. */
+export function unstableDevicePathNotice(disk: NormalizedVirtualDisk): string | undefined {
+  if (disk.deviceType !== 'lun' || disk.source === undefined || !('hostDevice' in disk.source)) return undefined;
+  const path = disk.source.hostDevice.path;
+  if (path.startsWith('/dev/disk/by-id/')) return undefined;
+  return `${disk.key}: source.hostDevice.path ${path} may name another device after a reboot or hotplug; use the device's /dev/disk/by-id/ link (ls -l /dev/disk/by-id | grep ${path.split('/').pop() ?? ''})`;
 }
 
 /** The absolute backing path of a file disk (relative paths resolve against the data dir). */
@@ -136,6 +187,16 @@ function buildVms(disks: NormalizedVirtualDisk[], plan: Plan, dirs: Dirs, skippe
     vms.set(vmName, vm);
     const { controller, target, lun } = result.address;
     vm.queues.set(controller, Math.max(vm.queues.get(controller) ?? 1, disk.numQueues ?? 1));
+    const passthrough = passthroughBackingOf(disk);
+    if (passthrough !== undefined) {
+      // The device's own identity and geometry: the expected ones until the engine reports them.
+      vm.disks.push({
+        key: disk.key, vmName, controller, target, lun, serial: result.serial, wwn: result.wwn,
+        sizeBytes: 0, logicalBlockSize: 0, physicalBlockSize: 0, readOnly: false, backingPath: describePassthroughBacking(passthrough),
+        guestDevicePaths: predictGuestPaths({ serial: result.serial, wwn: result.wwn }), passthrough: { backing: passthrough },
+      });
+      continue;
+    }
     vm.disks.push({
       key: disk.key, vmName, controller, target, lun, serial: result.serial, wwn: result.wwn,
       sizeBytes: disk.capacityBytes, logicalBlockSize: disk.logicalBlockSize, physicalBlockSize: disk.physicalBlockSize,
@@ -149,5 +210,41 @@ function buildVms(disks: NormalizedVirtualDisk[], plan: Plan, dirs: Dirs, skippe
       index, id: `${vmName}/hba${index}`, socketPath: socketPathFor(dirs, vmName, index), numQueues,
     })),
     disks: vm.disks.sort((a, b) => a.controller - b.controller || a.target - b.target || a.lun - b.lun),
+  }));
+}
+
+/** A LUN the engine reported, located: controller id, address and the device it found. */
+export interface ReportedDevice {
+  controllerId: string;
+  target: number;
+  lun: number;
+  device?: DeviceIdentity;
+}
+
+/** The VMs with each passthrough disk's device identity and geometry filled
+ * in from what the engine reports (pure). The spec's expected serial/WWN stay
+ * (the engine refuses a device that differs); a device without NAA
+ * designator keeps wwn '' and gets no predicted guest paths. `attachErrors`
+ * maps disk key → the engine's message for disks whose attach failed. */
+export function withDeviceIdentities(vms: readonly GuestVm[], reported: readonly ReportedDevice[], attachErrors: ReadonlyMap<string, string>): GuestVm[] {
+  const byAddress = new Map(reported.map((r) => [`${r.controllerId} ${r.target}:${r.lun}`, r.device]));
+  return vms.map((vm) => ({
+    ...vm,
+    disks: vm.disks.map((d) => {
+      if (d.passthrough === undefined) return d;
+      const device = byAddress.get(`${vm.vmName}/hba${d.controller} ${d.target}:${d.lun}`);
+      const error = attachErrors.get(d.key);
+      const passthrough: GuestPassthrough = { backing: d.passthrough.backing };
+      if (device !== undefined && error === undefined) passthrough.device = device;
+      if (error !== undefined) passthrough.attachError = error;
+      const known = passthrough.device;
+      if (known === undefined) return { ...d, passthrough };
+      const serial = d.passthrough.backing.policy.expectedSerial ?? known.serial;
+      const wwn = d.passthrough.backing.policy.expectedWwn ?? known.wwn;
+      return {
+        ...d, serial, wwn, sizeBytes: known.sizeBytes, logicalBlockSize: known.logicalBlockSize, physicalBlockSize: known.physicalBlockSize,
+        guestDevicePaths: predictGuestPaths({ serial, wwn }), passthrough,
+      };
+    }),
   }));
 }

@@ -2,7 +2,9 @@
 // see it: controllers (one vhost-user socket each) carrying targets and LUNs.
 // Implemented by hba/engine.ts. Failures are EngineError (hba/engine-errors.ts)
 // with a code (NOT_FOUND, ALREADY_EXISTS, ...) and a message that says what to fix.
-import type { LogicalUnitParams } from './scsi/types.ts';
+import type { DeviceIdentity, LogicalUnitParams } from './scsi/types.ts';
+
+export type { DeviceIdentity } from './scsi/types.ts';
 
 /** virtio-scsi addressing limits (virtio 1.2 §5.6.6.1). */
 export const MAX_TARGETS = 256;
@@ -19,15 +21,47 @@ export interface ControllerOptions {
   maxQueueSize?: number;
 }
 
+/** How a passthrough LUN (issue 8) treats the guest's commands. */
+export interface PassthroughPolicy {
+  /** Let through the opcodes the default policy refuses with ILLEGAL REQUEST
+   * (WRITE BUFFER, ATA PASS-THROUGH, vendor-specific, ...: hba/scsi/passthrough-policy.ts). */
+  rawio: boolean;
+  /** Per-command timeout in ms; absent or 0 → 30000. */
+  timeoutMs?: number;
+  /** If set, attach fails (FAILED_PRECONDITION) unless the device's VPD 83h
+   * NAA designator (lowercase hex, no 0x) is this one: the wrong disk is never
+   * handed to a guest. */
+  expectedWwn?: string;
+  /** Likewise for the VPD 80h unit serial number. */
+  expectedSerial?: string;
+}
+
+/** Emulated backings carry the size; passthrough backings (issue 8) are a
+ * whole host LUN whose identity and capacity are the device's own. */
 export type Backing =
   | { kind: 'file'; path: string; sizeBytes: number }
-  | { kind: 'memory'; sizeBytes: number };
+  | { kind: 'memory'; sizeBytes: number }
+  /** A SCSI device the host kernel sees: a block device (/dev/sdX, preferably
+   * its /dev/disk/by-id/ link) or its /dev/sg* node; commands go by SG_IO. */
+  | { kind: 'hostDevice'; path: string; policy: PassthroughPolicy }
+  /** An iSCSI LUN reached from the engine itself (libiscsi). */
+  | { kind: 'iscsi'; portal: string; iqn: string; lun: number; initiatorName?: string; policy: PassthroughPolicy };
+
+/** Backing kinds whose commands go to a real SCSI device. */
+export type PassthroughBacking = Extract<Backing, { kind: 'hostDevice' | 'iscsi' }>;
+
+/** Whether a backing is a passthrough one. */
+export function isPassthrough(backing: Backing): backing is PassthroughBacking {
+  return backing.kind === 'hostDevice' || backing.kind === 'iscsi';
+}
 
 export interface LunSpec {
   target: number;
   lun: number;
   backing: Backing;
-  params: LogicalUnitParams;
+  /** Emulated disks: identity and geometry (required). Passthrough backings:
+   * omit it — the device's own identity is what the guest sees (LunInfo.device). */
+  params?: LogicalUnitParams;
 }
 
 export interface LunInfo extends LunSpec {
@@ -35,6 +69,8 @@ export interface LunInfo extends LunSpec {
   writes: number;
   bytesRead: number;
   bytesWritten: number;
+  /** Passthrough LUNs: the device's identity as probed at attach. */
+  device?: DeviceIdentity;
 }
 
 export interface ControllerInfo {
@@ -55,8 +91,10 @@ export interface Engine {
   /** Idempotent: same id and options → no-op; same id, other options → error. */
   createController(opts: ControllerOptions): Promise<void>;
   deleteController(id: string): Promise<void>;
-  /** Opens the backing (a file is created, or grown, to sizeBytes) and adds the LU. */
-  attachLun(controllerId: string, spec: LunSpec): Promise<void>;
+  /** Opens the backing (a file is created, or grown, to sizeBytes; a
+   * passthrough device is opened, checked to speak SCSI and probed) and adds
+   * the LU. Resolves with the device's identity for passthrough backings. */
+  attachLun(controllerId: string, spec: LunSpec): Promise<DeviceIdentity | void>;
   detachLun(controllerId: string, target: number, lun: number): Promise<void>;
   resizeLun(controllerId: string, target: number, lun: number, sizeBytes: number): Promise<void>;
   /** Waits for the LUN's in-flight writes and flushes its backing (crash-consistent snapshot point). */

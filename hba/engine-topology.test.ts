@@ -71,7 +71,7 @@ beforeEach(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'vhba-topology-'));
   closed = [];
   readGate = undefined;
-  engine = createEngine(logger, { openBackend: async (spec) => new GatedBackend(spec.backing.sizeBytes, `${spec.target}:${spec.lun}`) as BlockBackend });
+  engine = createEngine(logger, { openBackend: async (spec) => new GatedBackend(spec.backing.kind === 'memory' ? spec.backing.sizeBytes : 0, `${spec.target}:${spec.lun}`) as BlockBackend });
   await engine.createController({ id: 'c', socketPath: path.join(dir, 'c.sock') });
 });
 

@@ -132,7 +132,7 @@ describe('LUNs', () => {
   it('resizes and flushes', async () => {
     await engine.attachLun('c', memLun(0, 0));
     await engine.resizeLun('c', 0, 0, 4 << 20);
-    expect(engine.list()[0]!.luns[0]!.backing.sizeBytes).toBe(4 << 20);
+    expect(engine.list()[0]!.luns[0]!.backing).toEqual({ kind: 'memory', sizeBytes: 4 << 20 });
     await engine.flushLun('c', 0, 0);
     await expectCode(engine.resizeLun('c', 0, 9, 4096), 'NOT_FOUND');
     await expectCode(engine.resizeLun('c', 0, 0, 100), 'INVALID_ARGUMENT');

@@ -10,19 +10,38 @@
 // A detached LUN stops taking commands at once (later ones get the target's
 // LOGICAL UNIT NOT SUPPORTED, or BAD_TARGET once the target is empty); its
 // backing closes after the commands already running have finished.
+// Passthrough LUNs (issue 8: hostDevice, iscsi) sit next to emulated ones:
+// opened, probed and checked by hba/engine-passthrough.ts, held by a
+// PassthroughUnit on the ScsiTarget and registered on the native fast path
+// with the device itself; their capacity and data are the device's, so
+// resize and snapshot are refused and flush is SYNCHRONIZE CACHE.
 import { isDeepStrictEqual } from 'node:util';
 import pino from 'pino';
 import { copyImage } from './backends/copy.ts';
 import { FileBackend } from './backends/file.ts';
 import { MemoryBackend } from './backends/memory.ts';
 import { VhostUserScsiController, type ControllerNative } from './controller.ts';
-import { MAX_LUNS_PER_TARGET, MAX_TARGETS, type ControllerInfo, type ControllerOptions, type Engine, type LunInfo, type LunSpec } from './engine-api.ts';
+import type { PassthroughPort } from './backends/passthrough-port.ts';
+import {
+  isPassthrough,
+  MAX_LUNS_PER_TARGET,
+  MAX_TARGETS,
+  type ControllerInfo,
+  type ControllerOptions,
+  type DeviceIdentity,
+  type Engine,
+  type LunInfo,
+  type LunSpec,
+  type PassthroughBacking,
+} from './engine-api.ts';
 import { EngineError } from './engine-errors.ts';
+import { describePassthrough, deviceKey, openPassthroughLun, synchronizeCache, timeoutOf, validatePassthroughBacking, type OpenPassthrough } from './engine-passthrough.ts';
 import { FastPath } from './fastpath.ts';
-import { native as realNative } from './native/index.ts';
+import { native as realNative, type NativeBinding } from './native/index.ts';
 import { LogicalUnit } from './scsi/logical-unit.ts';
+import { PassthroughUnit } from './scsi/passthrough-unit.ts';
 import { ScsiTarget } from './scsi/target.ts';
-import type { BlockBackend } from './scsi/types.ts';
+import type { BlockBackend, LogicalUnitParams } from './scsi/types.ts';
 import type { SocketOwnership } from './security.ts';
 import type { TargetPort } from './virtio-scsi/tasks.ts';
 
@@ -33,16 +52,19 @@ export type { EngineErrorCode } from './engine-errors.ts';
 export interface EngineDeps {
   native?: ControllerNative;
   openBackend?: (spec: LunSpec) => Promise<BlockBackend>;
+  /** How a passthrough device is opened (default: the addon's openPassthrough). */
+  openPassthrough?: OpenPassthrough;
   /** Every controller's socket and directory go to this owner (`vhba engine --socket-owner`). */
   socketOwner?: SocketOwnership;
 }
 
 const DEFAULT_QUEUE_SIZE = 1024;
 
-interface AttachedLun {
-  spec: LunSpec;
-  unit: LogicalUnit;
-}
+/** An attached LUN: an emulated disk, or a passthrough LUN with its open
+ * device (the port) and the identity probed at attach. */
+type AttachedLun =
+  | { kind: 'emulated'; spec: LunSpec; unit: LogicalUnit }
+  | { kind: 'passthrough'; spec: LunSpec; unit: PassthroughUnit; port: PassthroughPort; identity: DeviceIdentity; deviceKey: string };
 
 interface ControllerEntry {
   options: Required<ControllerOptions>;
@@ -58,11 +80,26 @@ interface ControllerEntry {
   lock: Promise<unknown>;
 }
 
-/** Opens the backing a LunSpec names: a file is created (0600) or grown to sizeBytes. */
+/** Opens the backing a LunSpec names: a file is created (0600) or grown to
+ * sizeBytes. Emulated backings only (passthrough devices: engine-passthrough.ts). */
 export async function openBacking(spec: LunSpec): Promise<BlockBackend> {
   const b = spec.backing;
   if (b.kind === 'memory') return new MemoryBackend(b.sizeBytes);
-  return FileBackend.open(b.path, { sizeBytes: b.sizeBytes, readOnly: spec.params.readOnly, create: true });
+  if (b.kind === 'file') return FileBackend.open(b.path, { sizeBytes: b.sizeBytes, readOnly: spec.params?.readOnly ?? false, create: true });
+  throw new EngineError('INVALID_ARGUMENT', `${describePassthrough(b)} is a passthrough device, not a block backend`);
+}
+
+/** An emulated LUN's params; INVALID_ARGUMENT if the spec lacks them. */
+function paramsOf(spec: LunSpec): LogicalUnitParams {
+  if (!spec.params) throw new EngineError('INVALID_ARGUMENT', `target ${spec.target} lun ${spec.lun}: a ${spec.backing.kind} backing needs params (identity and geometry)`);
+  return spec.params;
+}
+
+/** The size of an emulated backing. */
+function emulatedSize(spec: LunSpec): number {
+  const b = spec.backing;
+  if (b.kind !== 'file' && b.kind !== 'memory') throw new EngineError('FAILED_PRECONDITION', `target ${spec.target} lun ${spec.lun} is a passthrough LUN`);
+  return b.sizeBytes;
 }
 
 function lunKey(target: number, lun: number): string {
@@ -107,6 +144,7 @@ class VhbaEngine implements Engine {
   readonly #log: pino.Logger;
   readonly #native: ControllerNative;
   readonly #openBackend: (spec: LunSpec) => Promise<BlockBackend>;
+  readonly #openPassthrough: OpenPassthrough;
   readonly #socketOwner: SocketOwnership | undefined;
   readonly #controllers = new Map<string, ControllerEntry>();
   /** Serializes controller creation and deletion. */
@@ -117,6 +155,9 @@ class VhbaEngine implements Engine {
     this.#log = logger;
     this.#native = deps.native ?? realNative;
     this.#openBackend = deps.openBackend ?? openBacking;
+    // Looked up per call: an addon built without passthrough still runs emulated disks.
+    const addon = (deps.native as Partial<NativeBinding> | undefined)?.openPassthrough ? (deps.native as NativeBinding) : realNative;
+    this.#openPassthrough = deps.openPassthrough ?? ((address, options) => addon.openPassthrough(address, options));
     this.#socketOwner = deps.socketOwner;
   }
 
@@ -166,20 +207,27 @@ class VhbaEngine implements Engine {
     });
   }
 
-  async attachLun(controllerId: string, spec: LunSpec): Promise<void> {
+  async attachLun(controllerId: string, spec: LunSpec): Promise<DeviceIdentity | void> {
     const entry = this.#entry(controllerId);
-    await this.#serial(entry, async () => {
+    return this.#serial(entry, async () => {
       if (entry.deleted) throw new EngineError('NOT_FOUND', `controller ${controllerId} was deleted`);
       checkAddress(spec.target, spec.lun);
-      checkSize(spec.backing.sizeBytes, spec.params.logicalBlockSize);
+      const b = spec.backing;
+      if (isPassthrough(b)) {
+        validatePassthroughBacking(b);
+        if (spec.params !== undefined) throw new EngineError('INVALID_ARGUMENT', `target ${spec.target} lun ${spec.lun}: a passthrough LUN takes no params; the guest sees the device's own identity and geometry`);
+      } else {
+        checkSize(emulatedSize(spec), paramsOf(spec).logicalBlockSize);
+      }
       const key = lunKey(spec.target, spec.lun);
       const existing = entry.luns.get(key);
       if (existing) {
-        if (isDeepStrictEqual(existing.spec, spec)) return;
+        if (isDeepStrictEqual(existing.spec, spec)) return existing.kind === 'passthrough' ? { ...existing.identity } : undefined;
         throw new EngineError('ALREADY_EXISTS', `controller ${controllerId} target ${spec.target} lun ${spec.lun} is attached with other parameters`);
       }
-      if (spec.backing.kind === 'file') {
-        const path = spec.backing.path;
+      if (isPassthrough(b)) return this.#attachPassthrough(entry, controllerId, spec, b);
+      if (b.kind === 'file') {
+        const path = b.path;
         for (const other of entry.luns.values()) {
           if (other.spec.backing.kind === 'file' && other.spec.backing.path === path) throw new EngineError('ALREADY_EXISTS', `${path} already backs target ${other.spec.target} lun ${other.spec.lun}`);
         }
@@ -187,23 +235,56 @@ class VhbaEngine implements Engine {
       const backend = await this.#openBackend(spec);
       let unit: LogicalUnit;
       try {
-        unit = new LogicalUnit(spec.params, backend, { onBackendError: (err, command) => this.#log.error({ err, command, controller: controllerId, target: spec.target, lun: spec.lun }, 'backend I/O failed') });
+        unit = new LogicalUnit(paramsOf(spec), backend, { onBackendError: (err, command) => this.#log.error({ err, command, controller: controllerId, target: spec.target, lun: spec.lun }, 'backend I/O failed') });
       } catch (err) {
         await backend.close();
         throw new EngineError('INVALID_ARGUMENT', err instanceof Error ? err.message : String(err));
       }
-      let target = entry.targets.get(spec.target);
-      if (!target) {
-        target = new ScsiTarget();
-        entry.targets.set(spec.target, target);
-        entry.ports.set(spec.target, portFor(target));
-      }
-      target.attach(spec.lun, unit);
+      this.#targetFor(entry, spec.target).attach(spec.lun, unit);
       entry.fastPath.addLun(spec.target, spec.lun, unit); // native fast path for file LUNs
-      entry.luns.set(key, { spec: structuredClone(spec), unit });
+      entry.luns.set(key, { kind: 'emulated', spec: structuredClone(spec), unit });
       const event = entry.controller.lunAdded(spec.target, spec.lun);
       this.#log.info({ controller: controllerId, target: spec.target, lun: spec.lun, backing: spec.backing, event }, 'LUN attached');
     });
+  }
+
+  /** passthrough.md §Attach: open → probe → expected identity → unit on the
+   * target → native registration on every device → hotplug event. */
+  async #attachPassthrough(entry: ControllerEntry, controllerId: string, spec: LunSpec, b: PassthroughBacking): Promise<DeviceIdentity> {
+    const key = await deviceKey(b);
+    for (const other of entry.luns.values()) {
+      if (other.kind === 'passthrough' && other.deviceKey === key) {
+        throw new EngineError('ALREADY_EXISTS', `${describePassthrough(b)} is already target ${other.spec.target} lun ${other.spec.lun} of controller ${controllerId}`);
+      }
+    }
+    const where = { controller: controllerId, target: spec.target, lun: spec.lun };
+    const { port, identity } = await openPassthroughLun(b, this.#openPassthrough, (failure, error, opcode) =>
+      this.#log.warn({ ...where, failure, error, opcode }, 'passthrough command did not complete'),
+    );
+    let unit: PassthroughUnit;
+    try {
+      unit = new PassthroughUnit(port, identity, { rawio: b.policy.rawio, maxTransferBytes: port.device.maxTransferBytes });
+    } catch (err) {
+      port.close();
+      throw new EngineError('FAILED_PRECONDITION', `${describePassthrough(b)}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    this.#targetFor(entry, spec.target).attach(spec.lun, unit);
+    entry.fastPath.addPassthroughLun(spec.target, spec.lun, unit, { device: port.device, rawio: b.policy.rawio, timeoutMs: timeoutOf(b) });
+    entry.luns.set(lunKey(spec.target, spec.lun), { kind: 'passthrough', spec: structuredClone(spec), unit, port, identity, deviceKey: key });
+    const event = entry.controller.lunAdded(spec.target, spec.lun);
+    this.#log.info({ ...where, backing: spec.backing, device: port.device.description, identity, event }, 'passthrough LUN attached');
+    return { ...identity };
+  }
+
+  /** The ScsiTarget at `target`, created on demand. */
+  #targetFor(entry: ControllerEntry, target: number): ScsiTarget {
+    let scsiTarget = entry.targets.get(target);
+    if (!scsiTarget) {
+      scsiTarget = new ScsiTarget();
+      entry.targets.set(target, scsiTarget);
+      entry.ports.set(target, portFor(scsiTarget));
+    }
+    return scsiTarget;
   }
 
   detachLun(controllerId: string, target: number, lun: number): Promise<void> {
@@ -225,7 +306,8 @@ class VhbaEngine implements Engine {
       }
       const event = entry.controller.lunRemoved(target, lun);
       const inFlight = attached.unit.inFlight;
-      // LogicalUnit.close waits for the running commands, then closes the backing.
+      // The unit's close waits for the running commands (a passthrough
+      // device's are bounded by its timeout), then the backing or device closes.
       await this.#closeUnit(attached);
       this.#log.info({ controller: controllerId, target, lun, event, drained: inFlight }, 'LUN detached');
     });
@@ -236,15 +318,20 @@ class VhbaEngine implements Engine {
     await this.#serial(entry, async () => {
       const attached = entry.luns.get(lunKey(target, lun));
       if (!attached) throw new EngineError('NOT_FOUND', `controller ${controllerId} has no target ${target} lun ${lun}`);
-      checkSize(sizeBytes, attached.spec.params.logicalBlockSize);
-      const current = attached.spec.backing.sizeBytes;
+      if (attached.kind === 'passthrough') {
+        throw new EngineError('FAILED_PRECONDITION', `target ${target} lun ${lun} of ${controllerId} is a passthrough LUN: the capacity of a passthrough LUN is the device's; grow the device and the guest gets the device's own CAPACITY DATA HAS CHANGED`);
+      }
+      checkSize(sizeBytes, paramsOf(attached.spec).logicalBlockSize);
+      const backing = attached.spec.backing;
+      if (backing.kind !== 'file' && backing.kind !== 'memory') throw new EngineError('FAILED_PRECONDITION', `target ${target} lun ${lun} has no emulated backing`);
+      const current = backing.sizeBytes;
       if (current === sizeBytes) return;
       if (sizeBytes < current) {
         throw new EngineError('FAILED_PRECONDITION', `controller ${controllerId} target ${target} lun ${lun}: shrinking from ${current} to ${sizeBytes} bytes would cut off data the guest may use; only growing is allowed`);
       }
       // Raises CAPACITY DATA HAS CHANGED on the LU (SBC-3 §4.9), then tells the driver.
       await attached.unit.resize(sizeBytes);
-      attached.spec.backing.sizeBytes = sizeBytes;
+      backing.sizeBytes = sizeBytes;
       const event = entry.controller.capacityChanged(target, lun);
       this.#log.info({ controller: controllerId, target, lun, sizeBytes, event }, 'LUN resized');
     });
@@ -255,6 +342,11 @@ class VhbaEngine implements Engine {
     await this.#serial(entry, async () => {
       const attached = entry.luns.get(lunKey(target, lun));
       if (!attached) throw new EngineError('NOT_FOUND', `controller ${controllerId} has no target ${target} lun ${lun}`);
+      if (attached.kind === 'passthrough') {
+        // The device's own write cache: what it acknowledged becomes durable (SBC-3 §5.22).
+        await synchronizeCache(attached.port, `target ${target} lun ${lun} of ${controllerId} (${attached.port.device.description})`);
+        return;
+      }
       // Commands that started before this point finish (JS and native fast
       // path alike: quiesce holds both); then everything written is made durable.
       const release = await attached.unit.quiesce();
@@ -272,6 +364,9 @@ class VhbaEngine implements Engine {
       const attached = entry.luns.get(lunKey(target, lun));
       if (!attached) throw new EngineError('NOT_FOUND', `controller ${controllerId} has no target ${target} lun ${lun}`);
       const backing = attached.spec.backing;
+      if (attached.kind === 'passthrough') {
+        throw new EngineError('FAILED_PRECONDITION', `target ${target} lun ${lun} of ${controllerId} is a passthrough LUN: its data lives on the device, so snapshot it where the device is (storage array, host volume manager)`);
+      }
       if (backing.kind !== 'file') throw new EngineError('FAILED_PRECONDITION', `target ${target} lun ${lun} of ${controllerId} has no file backing to snapshot`);
       // One point in time: new commands wait (JS and native), in-flight ones
       // finish, the data is made durable and copied, then I/O continues.
@@ -293,7 +388,7 @@ class VhbaEngine implements Engine {
       connected: entry.controller.connected,
       luns: [...entry.luns.values()]
         .sort((a, b) => a.spec.target - b.spec.target || a.spec.lun - b.spec.lun)
-        .map((a): LunInfo => ({ ...structuredClone(a.spec), ...a.unit.stats() })),
+        .map((a): LunInfo => ({ ...structuredClone(a.spec), ...a.unit.stats(), ...(a.kind === 'passthrough' ? { device: { ...a.identity } } : {}) })),
       ...(entry.controller.connected ? { requestQueues: entry.controller.requestQueueStats() } : {}),
     }));
   }
@@ -319,6 +414,13 @@ class VhbaEngine implements Engine {
       await a.unit.close();
     } catch (err) {
       this.#log.error({ err, target: a.spec.target, lun: a.spec.lun }, 'closing LUN backend failed');
+    }
+    if (a.kind === 'passthrough') {
+      try {
+        a.port.close(); // the fd / iSCSI session goes once the native side lets go too
+      } catch (err) {
+        this.#log.error({ err, target: a.spec.target, lun: a.spec.lun }, 'closing passthrough device failed');
+      }
     }
   }
 

@@ -10,8 +10,12 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FileBackend } from './backends/file.ts';
 import { MemoryBackend } from './backends/memory.ts';
 import { FastPath } from './fastpath.ts';
-import { native, type FastPathLuns, type NativeLunConfig, type NativeLunCounters, type NativeLunUpdate, type NativeVirtioDevice } from './native/index.ts';
+import { FakePassthroughDevice } from './backends/fake-passthrough-device.ts';
+import { PassthroughPort } from './backends/passthrough-port.ts';
+import { native, type FastPathLuns, type NativeLunConfig, type NativeLunCounters, type NativeLunUpdate, type NativePassthroughLunConfig, type NativeVirtioDevice } from './native/index.ts';
 import { LogicalUnit } from './scsi/logical-unit.ts';
+import { deferredOpcodeBitmap, refusedOpcodeBitmap } from './scsi/passthrough-policy.ts';
+import { PassthroughUnit } from './scsi/passthrough-unit.ts';
 import { ScsiTarget } from './scsi/target.ts';
 import { cdb10, run, testParams } from './scsi/testing.ts';
 import { MockGuestMemory, MockSplitQueue } from './virtio/mock-driver.ts';
@@ -153,6 +157,91 @@ describe('FastPath mirrors LogicalUnit state', () => {
     expect(unit.stats()).toEqual(sum(2));
     unit.raiseReportedLunsChanged(); // no longer mirrored anywhere
     expect(b.luns.size).toBe(0);
+  });
+});
+
+describe('FastPath registers passthrough LUNs (issue 8)', () => {
+  /** Records setLun configs of either kind. */
+  class RecordingAnyLuns extends RecordingLuns {
+    passthrough = new Map<string, NativePassthroughLunConfig>();
+    override setLun(target: number, lun: number, config: NativeLunConfig | NativePassthroughLunConfig): void {
+      if ('device' in config) this.passthrough.set(`${target}:${lun}`, { ...config });
+      else super.setLun(target, lun, config);
+    }
+    override updateLun(target: number, lun: number, update: NativeLunUpdate): void {
+      const c = this.passthrough.get(`${target}:${lun}`);
+      if (!c) return super.updateLun(target, lun, update);
+      expect(Object.keys(update)).toEqual(['eligible']); // only eligibility is mutable natively
+      Object.assign(c, update);
+    }
+    override async removeLun(target: number, lun: number): Promise<NativeLunCounters | undefined> {
+      if (this.passthrough.delete(`${target}:${lun}`)) return { ...this.counters };
+      return super.removeLun(target, lun);
+    }
+    override lunCounters(target: number, lun: number): NativeLunCounters | undefined {
+      return this.passthrough.has(`${target}:${lun}`) ? { ...this.counters } : super.lunCounters(target, lun);
+    }
+  }
+
+  function passthroughUnit(device: FakePassthroughDevice): PassthroughUnit {
+    const identity = { peripheralDeviceType: 0, vendor: 'V', product: 'P', revision: '1', serial: 'S', wwn: '', logicalBlockSize: 512, physicalBlockSize: 512, sizeBytes: 1 << 20 };
+    return new PassthroughUnit(new PassthroughPort(device, { timeoutMs: 1000 }), identity, { rawio: false, maxTransferBytes: 0 });
+  }
+
+  it('registers with the policy bitmaps and timeout on every device; eligible follows our unit attention', async () => {
+    const fp = new FastPath();
+    const early = new RecordingAnyLuns();
+    fp.attachDevice(early);
+    const device = new FakePassthroughDevice();
+    const unit = passthroughUnit(device);
+    fp.addPassthroughLun(2, 7, unit, { device, rawio: false, timeoutMs: 1234 });
+    const late = new RecordingAnyLuns();
+    fp.attachDevice(late);
+    for (const d of [early, late]) {
+      const c = d.passthrough.get('2:7')!;
+      expect(c.device).toBe(device);
+      expect(c.timeoutMs).toBe(1234);
+      expect(c.eligible).toBe(true); // no unit attention of ours on a fresh LUN
+      expect(c.refusedOpcodes.equals(refusedOpcodeBitmap(false))).toBe(true);
+      expect(c.deferredOpcodes.equals(deferredOpcodeBitmap())).toBe(true);
+    }
+    unit.raiseReportedLunsChanged();
+    expect(early.passthrough.get('2:7')!.eligible).toBe(false);
+    expect(late.passthrough.get('2:7')!.eligible).toBe(false);
+    expect((await unit.execute({ cdb: Buffer.from([0, 0, 0, 0, 0, 0]), dataOut: Buffer.alloc(0), dataInCapacity: 0, tag: 1n })).status).toBe(2);
+    expect(early.passthrough.get('2:7')!.eligible).toBe(true);
+    // rawio: nothing refused.
+    const raw = new FakePassthroughDevice();
+    fp.addPassthroughLun(2, 8, passthroughUnit(raw), { device: raw, rawio: true, timeoutMs: 1 });
+    expect(early.passthrough.get('2:8')!.refusedOpcodes.equals(Buffer.alloc(32))).toBe(true);
+  });
+
+  it('folds native counters into the unit\'s stats and keeps them after removal', async () => {
+    const fp = new FastPath();
+    const d = new RecordingAnyLuns();
+    fp.attachDevice(d);
+    const device = new FakePassthroughDevice();
+    const unit = passthroughUnit(device);
+    fp.addPassthroughLun(0, 1, unit, { device, rawio: false, timeoutMs: 1000 });
+    expect(unit.stats()).toEqual({ reads: 3, writes: 2, bytesRead: 3 * 4096, bytesWritten: 2 * 512 });
+    await fp.removeLun(0, 1);
+    expect(d.passthrough.has('0:1')).toBe(false);
+    expect(fp.size).toBe(0);
+    expect(unit.stats()).toEqual({ reads: 3, writes: 2, bytesRead: 3 * 4096, bytesWritten: 2 * 512 });
+    unit.raiseReportedLunsChanged(); // no longer mirrored: nothing to update
+    expect(d.passthrough.size).toBe(0);
+  });
+
+  it('a device that refuses the LUN leaves it to the JS path', () => {
+    const fp = new FastPath(pino({ level: 'silent' }));
+    const d = new RecordingAnyLuns();
+    d.setLun = () => {
+      throw new TypeError('device must be a PassthroughDevice from openPassthrough');
+    };
+    fp.attachDevice(d);
+    const device = new FakePassthroughDevice();
+    expect(() => fp.addPassthroughLun(0, 0, passthroughUnit(device), { device, rawio: false, timeoutMs: 1000 })).not.toThrow();
+    expect(() => fp.addPassthroughLun(0, 1, passthroughUnit(device), { device, rawio: false, timeoutMs: 0 })).toThrow(RangeError);
   });
 });
 

@@ -15,14 +15,23 @@
 // Counters: LogicalUnit.stats() adds the native counters (live devices plus
 // those folded in when a device or LUN went away).
 //
-// Only FileBackend LUNs are served natively; others (memory) always use JS.
+// FileBackend LUNs and passthrough LUNs (issue 8) are served natively;
+// others (memory) always use JS. A passthrough LUN is registered with its
+// open device, the command policy as opcode bitmaps (refused: answered
+// natively with ILLEGAL REQUEST; deferred: INQUIRY and REPORT LUNS go to
+// PassthroughUnit) and the per-command timeout; it is eligible while the
+// PassthroughUnit has none of our unit attentions pending (its observer
+// keeps that in step). The device's own unit attentions are the device's:
+// they reach the guest with the command, natively or not.
 //
 // How the native queues are served (thread per queue, batched completions,
 // no polling window) and the measurements behind it: the comment above
 // Device::runWorker in hba/native/src/device.cc.
 import type pino from 'pino';
-import type { FastPathLuns, NativeLunConfig, NativeLunCounters } from './native/index.ts';
+import type { FastPathLuns, NativeLunConfig, NativeLunCounters, NativePassthroughLunConfig, PassthroughDevice } from './native/index.ts';
 import type { LogicalUnit, LogicalUnitStats } from './scsi/logical-unit.ts';
+import { deferredOpcodeBitmap, refusedOpcodeBitmap } from './scsi/passthrough-policy.ts';
+import type { PassthroughUnit } from './scsi/passthrough-unit.ts';
 
 /** How a controller's connections report their native devices to the fast path. */
 export interface FastPathDevices {
@@ -41,16 +50,27 @@ function isNativeCapable(backend: unknown): backend is NativeCapableBackend {
   return typeof (backend as Partial<NativeCapableBackend>).nativeFds === 'function';
 }
 
-interface RegisteredLun {
+/** How a passthrough LUN is registered natively. */
+export interface PassthroughRegistration {
+  /** The open device the queue workers forward commands to. */
+  device: PassthroughDevice;
+  /** Let the opcodes the default policy refuses through (rawio: true). */
+  rawio: boolean;
+  /** Per-command timeout in ms (> 0). */
+  timeoutMs: number;
+}
+
+type RegisteredLun = {
   target: number;
   lun: number;
-  unit: LogicalUnit;
-  fds: { fd: number; dsyncFd: number };
   /** Native I/O of devices that are gone. */
   retired: LogicalUnitStats;
   /** Resizes in progress (native I/O stopped). */
   quiesced: number;
-}
+} & (
+  | { kind: 'file'; unit: LogicalUnit; fds: { fd: number; dsyncFd: number } }
+  | { kind: 'passthrough'; unit: PassthroughUnit; config: Omit<NativePassthroughLunConfig, 'eligible'> }
+);
 
 const ZERO_STATS: LogicalUnitStats = Object.freeze({ reads: 0, writes: 0, bytesRead: 0, bytesWritten: 0 });
 
@@ -85,13 +105,32 @@ export class FastPath implements FastPathDevices {
     if (!fds) return;
     const k = key(target, lun);
     if (this.#luns.has(k)) throw new Error(`fast path: target ${target} lun ${lun} is already registered`);
-    const entry: RegisteredLun = { target, lun, unit, fds, retired: { ...ZERO_STATS }, quiesced: 0 };
+    const entry: RegisteredLun = { kind: 'file', target, lun, unit, fds, retired: { ...ZERO_STATS }, quiesced: 0 };
     this.#luns.set(k, entry);
     unit.setObserver({
       stateChanged: () => this.#sync(entry),
       pauseExternalIo: () => this.#quiesce(entry),
       externalStats: () => this.#nativeStats(entry),
     });
+    for (const device of this.#devices) this.#register(device, entry);
+  }
+
+  /** Serves a passthrough LUN natively on every device (now and later
+   * connections): commands go straight to `registration.device` while the
+   * unit has no unit attention of ours pending. */
+  addPassthroughLun(target: number, lun: number, unit: PassthroughUnit, registration: PassthroughRegistration): void {
+    if (!Number.isSafeInteger(registration.timeoutMs) || registration.timeoutMs <= 0) throw new RangeError(`timeoutMs ${registration.timeoutMs}: must be a positive integer`);
+    const k = key(target, lun);
+    if (this.#luns.has(k)) throw new Error(`fast path: target ${target} lun ${lun} is already registered`);
+    const config = {
+      device: registration.device,
+      refusedOpcodes: refusedOpcodeBitmap(registration.rawio),
+      deferredOpcodes: deferredOpcodeBitmap(),
+      timeoutMs: registration.timeoutMs,
+    };
+    const entry: RegisteredLun = { kind: 'passthrough', target, lun, unit, config, retired: { ...ZERO_STATS }, quiesced: 0 };
+    this.#luns.set(k, entry);
+    unit.setObserver({ stateChanged: () => this.#sync(entry), externalStats: () => this.#nativeStats(entry) });
     for (const device of this.#devices) this.#register(device, entry);
   }
 
@@ -103,7 +142,8 @@ export class FastPath implements FastPathDevices {
     this.#luns.delete(key(target, lun));
     await Promise.all([...this.#devices].map(async (device) => addCounters(entry.retired, await device.removeLun(target, lun))));
     const final = { ...entry.retired };
-    entry.unit.setObserver({ stateChanged: () => {}, pauseExternalIo: async () => () => {}, externalStats: () => final });
+    if (entry.kind === 'file') entry.unit.setObserver({ stateChanged: () => {}, pauseExternalIo: async () => () => {}, externalStats: () => final });
+    else entry.unit.setObserver({ stateChanged: () => {}, externalStats: () => final });
   }
 
   attachDevice(device: FastPathLuns): void {
@@ -124,7 +164,12 @@ export class FastPath implements FastPathDevices {
     return this.#luns.size;
   }
 
-  #config(entry: RegisteredLun): NativeLunConfig {
+  #eligible(entry: RegisteredLun): boolean {
+    return entry.quiesced === 0 && entry.unit.pendingUnitAttentions().length === 0;
+  }
+
+  #config(entry: RegisteredLun): NativeLunConfig | NativePassthroughLunConfig {
+    if (entry.kind === 'passthrough') return { ...entry.config, eligible: this.#eligible(entry) };
     const s = entry.unit.snapshot();
     return {
       fd: entry.fds.fd,
@@ -134,7 +179,7 @@ export class FastPath implements FastPathDevices {
       maxTransferBlocks: s.limits.maxTransferBlocks,
       readOnly: s.readOnly,
       writeCacheEnabled: s.writeCacheEnabled,
-      eligible: entry.quiesced === 0 && entry.unit.pendingUnitAttentions().length === 0,
+      eligible: this.#eligible(entry),
     };
   }
 
@@ -151,7 +196,8 @@ export class FastPath implements FastPathDevices {
   #sync(entry: RegisteredLun): void {
     if (this.#luns.get(key(entry.target, entry.lun)) !== entry) return;
     const c = this.#config(entry);
-    const update = { blockCount: c.blockCount, readOnly: c.readOnly, writeCacheEnabled: c.writeCacheEnabled, eligible: c.eligible };
+    // A passthrough LUN's only mutable native state is eligibility.
+    const update = 'fd' in c ? { blockCount: c.blockCount, readOnly: c.readOnly, writeCacheEnabled: c.writeCacheEnabled, eligible: c.eligible } : { eligible: c.eligible };
     for (const device of this.#devices) {
       try {
         device.updateLun(entry.target, entry.lun, update);

@@ -21,7 +21,7 @@ function isAssignment(value: unknown): value is Assignment {
   const a = value as Record<string, unknown>;
   const int = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
   return typeof a.key === 'string' && typeof a.vmName === 'string' && typeof a.serial === 'string'
-    && typeof a.wwn === 'string' && /^[0-9a-f]{16}([0-9a-f]{16})?$/.test(a.wwn)
+    && typeof a.wwn === 'string' && /^([0-9a-f]{16}([0-9a-f]{16})?)?$/.test(a.wwn) // '': a passthrough disk's device identity
     && IO_PROFILES.includes(a.ioProfile as never) && int(a.controller) && int(a.target) && int(a.lun);
 }
 

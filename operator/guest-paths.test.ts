@@ -16,4 +16,13 @@ describe('predictGuestPaths', () => {
       `/dev/disk/by-id/wwn-0x${naa6.toLowerCase()}`,
     ]);
   });
+
+  it('predicts the same names for a passthrough device from its own NAA designator, and none without one', () => {
+    expect(predictGuestPaths({ serial: 'ZA1B2C3D', wwn: '5000c500abcdef01' })).toEqual([
+      '/dev/disk/by-id/scsi-35000c500abcdef01',
+      '/dev/disk/by-id/wwn-0x5000c500abcdef01',
+    ]);
+    // No NAA designator (EUI-64 or T10 vendor ID only): udev's names depend on what vhba does not know.
+    expect(predictGuestPaths({ serial: 'ZA1B2C3D', wwn: '' })).toEqual([]);
+  });
 });

@@ -18,6 +18,14 @@
 // sg3-utils-udev's 55-scsi-sg3_id.rules adds scsi-S<vendor>_<product>_<serial>
 // style and scsi-1<T10 designator> links. Another check in a real guest
 // (test/e2e) is the authority; adjust this function if it disagrees.
+//
+// Passthrough LUNs (deviceType lun) show the device's own VPD 0x83, and the
+// same rules apply to it: with a NAA designator, the two names above from
+// that designator (the host's udev makes the same ones, so host and guest
+// share the by-id path). A device without a NAA designator gets its names
+// from an EUI-64 or T10 vendor ID designator, or from vendor, model and
+// serial, which vhba does not know in full: no names are predicted for it
+// (an empty list) and callers say that the guest's /dev/disk/by-id has them.
 
 /** The identity a disk shows in VPD pages 0x80 and 0x83. */
 export interface DiskIdentity {
@@ -29,8 +37,10 @@ export interface DiskIdentity {
 /** Directory of the names. */
 export const BY_ID_DIR = '/dev/disk/by-id';
 
-/** The by-id paths, most specific first: scsi-3<wwn>, wwn-0x<wwn>. */
+/** The by-id paths, most specific first: scsi-3<wwn>, wwn-0x<wwn>; none
+ * when the WWN is '' (a device without a NAA designator, or not known yet). */
 export function predictGuestPaths(identity: DiskIdentity): string[] {
   const hex = identity.wwn.replace(/^0[xX]/, '').toLowerCase();
+  if (hex === '') return [];
   return [`${BY_ID_DIR}/scsi-3${hex}`, `${BY_ID_DIR}/wwn-0x${hex}`];
 }

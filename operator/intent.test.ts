@@ -21,4 +21,13 @@ describe('intentFromDisk', () => {
       key: 'ns/d', identitySeed: 'u-1', vmName: 'ns/vm', ioProfile: 'shared', serial: 'S', wwn: '5000000000000001', address: { target: 2, lun: 3 },
     });
   });
+
+  it('a lun disk is a passthrough intent whose serial/WWN are the expected device identity', () => {
+    const r = validateVirtualDisk({
+      apiVersion: 'vhba.io/v1alpha1', kind: 'VirtualDisk', metadata: { name: 'p', namespace: 'ns' },
+      spec: { vmName: 'vm', deviceType: 'lun', source: { hostDevice: { path: '/dev/disk/by-id/wwn-0x5000c500abcdef01' } }, wwn: '0x5000C500ABCDEF01' },
+    });
+    if (!r.ok) throw new Error(JSON.stringify(r.errors));
+    expect(intentFromDisk(r.disk)).toEqual({ key: 'ns/p', identitySeed: 'ns/p', vmName: 'vm', ioProfile: 'shared', wwn: '5000c500abcdef01', passthrough: true });
+  });
 });

@@ -7,7 +7,7 @@ import type { DiskIntent } from './planner.ts';
  *  - 'operator': seed = metadata.uid (falls back to the key), VM = "namespace/vmName". */
 export type IntentMode = 'serve' | 'operator';
 
-/** The planner's view of one disk. */
+/** The planner's view of one disk (a lun disk's serial/WWN are the expected device identity). */
 export function intentFromDisk(disk: NormalizedVirtualDisk, mode: IntentMode = 'serve'): DiskIntent {
   const intent: DiskIntent = {
     key: disk.key,
@@ -18,5 +18,6 @@ export function intentFromDisk(disk: NormalizedVirtualDisk, mode: IntentMode = '
   if (disk.address !== undefined) intent.address = { ...disk.address };
   if (disk.serial !== undefined) intent.serial = disk.serial;
   if (disk.wwn !== undefined) intent.wwn = disk.wwn;
+  if (disk.deviceType === 'lun') intent.passthrough = true;
   return intent;
 }

@@ -107,16 +107,21 @@ export function claimNameFor(disk: DiskObject): string {
 export function assignmentFromStatus(disk: DiskObject): Assignment | undefined {
   const status = disk.status;
   const address = status?.address;
-  if (status === undefined || address === undefined || typeof status.serial !== 'string' || typeof status.wwn !== 'string') return undefined;
+  // A passthrough (deviceType lun) disk reports the device's identity only
+  // when its spec names the expected one: absent means '' (planner.ts).
+  const passthrough = disk.spec?.deviceType === 'lun';
+  const serial = status?.serial ?? (passthrough ? '' : undefined);
+  const statusWwn = status?.wwn ?? (passthrough ? '' : undefined);
+  if (status === undefined || address === undefined || typeof serial !== 'string' || typeof statusWwn !== 'string') return undefined;
   const int = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
   if (!int(address.controller) || !int(address.target) || !int(address.lun)) return undefined;
-  const wwn = normalizeWwn(status.wwn);
-  if (!/^[0-9a-f]{16}([0-9a-f]{16})?$/.test(wwn)) return undefined;
+  const wwn = normalizeWwn(statusWwn);
+  if (!(passthrough ? /^([0-9a-f]{16}([0-9a-f]{16})?)?$/ : /^[0-9a-f]{16}([0-9a-f]{16})?$/).test(wwn)) return undefined;
   const recorded = status.ioProfile ?? disk.spec?.ioProfile ?? 'shared';
   if (!IO_PROFILES.includes(recorded)) return undefined;
   return {
     key: objectKey(disk.metadata), vmName: vmKeyOf(disk), ioProfile: recorded,
-    controller: address.controller, target: address.target, lun: address.lun, serial: status.serial, wwn,
+    controller: address.controller, target: address.target, lun: address.lun, serial, wwn,
   };
 }
 

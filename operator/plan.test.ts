@@ -254,3 +254,25 @@ describe('Reconciler over the memory store', () => {
     expect(store.allClaims()).toHaveLength(10);
   });
 });
+
+describe('planVm: passthrough (deviceType lun) disks', () => {
+  it('gets an address and a DeviceIdentity condition, no claim; re-planning its own status is a no-op; deleting releases at once', async () => {
+    const store = new MemoryStore();
+    const reconciler = new Reconciler({ store, log, now: () => new Date(NOW) });
+    store.apply({ metadata: { name: 'p', namespace: 'ns' }, spec: { vmName: 'vm', deviceType: 'lun', source: { hostDevice: { path: '/dev/disk/by-id/wwn-0x5000c500abcdef02' } } } });
+    store.apply({ metadata: { name: 'q', namespace: 'ns' }, spec: { vmName: 'vm', deviceType: 'lun', wwn: '0x5000c500abcdef01', source: { iscsi: { portal: 'h:3260', iqn: 'iqn.2003-01.org.example', lun: 1 } } } });
+    await converge(store, reconciler);
+    const p = store.get('ns', 'p')!;
+    expect(p.status).toMatchObject({ phase: 'Assigned', scsiAddress: '0:0:0' });
+    expect(p.status?.serial).toBeUndefined();
+    expect(p.status?.wwn).toBeUndefined();
+    expect(p.status?.conditions?.map((c) => [c.type, c.reason])).toEqual([['Assigned', 'Assigned'], ['DeviceIdentity', 'FromDevice']]);
+    const q = store.get('ns', 'q')!;
+    expect(q.status).toMatchObject({ scsiAddress: '0:1:0', wwn: '0x5000c500abcdef01', guestDevicePaths: ['/dev/disk/by-id/scsi-35000c500abcdef01', '/dev/disk/by-id/wwn-0x5000c500abcdef01'] });
+    expect(store.allClaims()).toEqual([]);
+    expect(planVm(world([p, q])).steps.size).toBe(0);
+    store.delete('ns', 'p');
+    await converge(store, reconciler);
+    expect(store.get('ns', 'p')).toBeUndefined();
+  });
+});

@@ -19,7 +19,10 @@
 // bound to the disk's claim (the Store reports them), and (b) the claim the
 // operator created is gone from the API (Kubernetes' pvc-protection keeps it
 // while any pod uses it). Disks with source.pvc (the user's claim) need (a)
-// only: their claim is not ours to delete. hostDevice disks have no claim.
+// only: their claim is not ours to delete. Passthrough disks (hostDevice,
+// iscsi) have no claim: the operator assigns their address and reports their
+// status; attaching the device on the node is `vhba serve`/`vhba attach`
+// there (no CSI volume carries it).
 import { validateVirtualDisk } from './api/validate.ts';
 import { formatAddress, type Condition, type NormalizedVirtualDisk, type VirtualDiskStatus } from './api/virtualdisk.ts';
 import { intentFromDisk } from './intent.ts';
@@ -99,7 +102,7 @@ function wantsOwnedClaim(disk: NormalizedVirtualDisk): boolean {
 function claimOf(disk: DiskObject): { name: string; owned: boolean } | undefined {
   const source = disk.spec?.source;
   if (source !== undefined && typeof source === 'object' && 'pvc' in source) return { name: source.pvc.claimName, owned: false };
-  if (source !== undefined && typeof source === 'object' && 'hostDevice' in source) return undefined;
+  if (source !== undefined && typeof source === 'object' && ('hostDevice' in source || 'iscsi' in source)) return undefined;
   return { name: claimNameFor(disk), owned: true };
 }
 
@@ -147,8 +150,10 @@ function assignedChanged(before: VirtualDiskStatus | undefined, after: VirtualDi
 export function desiredStatus(disk: DiskObject, result: DiskPlanResult, assignment: Assignment | undefined, now: string): VirtualDiskStatus {
   const fromPlan = statusFromPlan(result, disk.metadata.generation, now);
   const existing = disk.status;
-  const [assigned] = fromPlan.conditions ?? [];
-  const status: VirtualDiskStatus = { ...fromPlan, conditions: assigned === undefined ? [] : mergeCondition(existing?.conditions, assigned) };
+  const [assigned, ...more] = fromPlan.conditions ?? [];
+  let conditions = assigned === undefined ? [] : mergeCondition(existing?.conditions, assigned);
+  for (const c of more) conditions = mergeCondition(conditions, c); // e.g. DeviceIdentity of a lun disk
+  const status: VirtualDiskStatus = { ...fromPlan, conditions };
   if (result.ok && result.address !== undefined) {
     status.scsiAddress = formatAddress(result.address);
     if (assignment !== undefined) status.ioProfile = assignment.ioProfile;

@@ -175,3 +175,34 @@ describe('planAssignments: assigned disks never move', () => {
     expect(() => planAssignments([intent('a'), intent('a')], none)).toThrow(/duplicate disk key/);
   });
 });
+
+describe('planAssignments: passthrough (deviceType lun) disks', () => {
+  it('get an address like any disk (their own target) but no derived identity', () => {
+    const plan = planAssignments([intent('a'), intent('p', { passthrough: true }), intent('q', { passthrough: true })], none);
+    expect(['a', 'p', 'q'].map((n) => addressOf(plan, n))).toEqual(['0:0:0', '0:1:0', '0:2:0']);
+    expect(plan.results.get('default/p')).toMatchObject({ ok: true, serial: '', wwn: '', passthrough: true });
+    expect(plan.assignments.get('default/p')).toMatchObject({ serial: '', wwn: '' });
+    // Two unknown identities ('') never clash with each other.
+    expect(plan.results.get('default/q')?.ok).toBe(true);
+    expect(plan.results.get('default/a')?.passthrough).toBeUndefined();
+  });
+
+  it('carry the expected identity, which is unique per VM and avoided by derived ones', () => {
+    const taken = deriveWwn('default/a');
+    const plan = planAssignments([
+      intent('a'), intent('p', { passthrough: true, wwn: taken, serial: 'ZA1' }), intent('q', { passthrough: true, serial: 'ZA1' }),
+    ], none);
+    expect(plan.results.get('default/p')).toMatchObject({ ok: true, serial: 'ZA1', wwn: taken });
+    expect(plan.results.get('default/a')?.wwn).not.toBe(taken);
+    expect(plan.results.get('default/q')).toMatchObject({ ok: false, serial: 'ZA1', wwn: '', passthrough: true, condition: { reason: 'DuplicateSerial' } });
+  });
+
+  it('a kept passthrough disk follows the spec\'s expected identity without SpecChangeIgnored', () => {
+    const first = planAssignments([intent('p', { passthrough: true })], none);
+    const again = planAssignments([intent('p', { passthrough: true, wwn: '5000c500abcdef01' })], first.assignments);
+    expect(again.results.get('default/p')).toMatchObject({ ok: true, address: { controller: 0, target: 0, lun: 0 }, wwn: '5000c500abcdef01', condition: { reason: 'Assigned' } });
+    expect(again.assignments.get('default/p')?.wwn).toBe('5000c500abcdef01');
+    const moved = planAssignments([intent('p', { passthrough: true, address: { target: 5, lun: 0 } })], first.assignments);
+    expect(moved.results.get('default/p')?.condition.message).toMatch(/kept on vm1 at 0:0:0 with the device's own identity: .*ignored: spec.address _:5:0/);
+  });
+});

@@ -19,6 +19,11 @@
 //  Identity: the spec's serial/WWN, or derived from the disk's identity seed
 //  (identity.ts), unique within the VM; an explicit value another disk of the
 //  VM already has is refused (DuplicateSerial / DuplicateWwn).
+//  Passthrough disks (deviceType lun, issue 8) get an address like any disk
+//  but no identity: the guest sees the device's own. Their serial/WWN are the
+//  spec's expected values (checked by the engine at attach) or '' (unknown
+//  here); expected values take part in the uniqueness checks, '' never does,
+//  and derived identities of other disks avoid them.
 import { deriveSerial, deriveUnique, deriveWwn } from './identity.ts';
 import { LIMITS, formatAddress, type DiskAddress, type IoProfile, type PinnedAddress } from './api/virtualdisk.ts';
 
@@ -35,6 +40,8 @@ export interface DiskIntent {
   serial?: string;
   /** Lowercase hex without 0x. */
   wwn?: string;
+  /** deviceType lun: identity is the device's own; serial/wwn are what it must have, never derived. */
+  passthrough?: boolean;
 }
 
 /** A disk's place and identity, as persisted between plans. */
@@ -42,8 +49,9 @@ export interface Assignment extends DiskAddress {
   key: string;
   vmName: string;
   ioProfile: IoProfile;
+  /** Passthrough disks: the expected serial, or '' (the device's, unknown here). */
   serial: string;
-  /** Lowercase hex without 0x. */
+  /** Lowercase hex without 0x. Passthrough disks: the expected WWN, or ''. */
   wwn: string;
 }
 
@@ -74,13 +82,16 @@ export interface PlanCondition {
   message: string;
 }
 
-/** The outcome for one disk. serial/wwn are what it has, or would have. */
+/** The outcome for one disk. serial/wwn are what it has, or would have;
+ * '' for a passthrough disk whose device identity is not known here. */
 export interface DiskPlanResult {
   ok: boolean;
   vmName: string;
   address?: DiskAddress;
   serial: string;
   wwn: string;
+  /** deviceType lun: serial/wwn are the expected device identity (or ''). */
+  passthrough?: boolean;
   condition: PlanCondition;
 }
 
@@ -137,10 +148,15 @@ class VmState {
     const targets = this.usedTargets.get(address.controller) ?? new Set<number>();
     targets.add(address.target);
     this.usedTargets.set(address.controller, targets);
-    this.serials.set(serial, key);
-    this.wwns.set(wwn, key);
-    this.avoidSerials.add(serial);
-    this.avoidWwns.add(wwn);
+    // '' is a passthrough disk's unknown device identity: nothing to hold.
+    if (serial !== '') {
+      this.serials.set(serial, key);
+      this.avoidSerials.add(serial);
+    }
+    if (wwn !== '') {
+      this.wwns.set(wwn, key);
+      this.avoidWwns.add(wwn);
+    }
   }
 
   /** Why `key` may not be placed at `address` with `ioProfile`, or undefined if it may. */
@@ -212,9 +228,22 @@ function ignoredChanges(intent: DiskIntent, a: Assignment): string[] {
       changes.push(`spec.address ${pin.controller ?? '_'}:${pin.target}:${pin.lun}`);
     }
   }
+  if (intent.passthrough === true) return changes; // expected identity follows the spec (keptIdentity)
   if (intent.serial !== undefined && intent.serial !== a.serial) changes.push(`spec.serial ${JSON.stringify(intent.serial)}`);
   if (intent.wwn !== undefined && intent.wwn !== a.wwn) changes.push(`spec.wwn 0x${intent.wwn}`);
   return changes;
+}
+
+/** The identity a kept assignment carries on: the recorded one, or for a
+ * passthrough disk the spec's expected one now (it is not ours to keep). */
+function keptIdentity(intent: DiskIntent, a: Assignment): { serial: string; wwn: string } {
+  return intent.passthrough === true ? { serial: intent.serial ?? '', wwn: intent.wwn ?? '' } : { serial: a.serial, wwn: a.wwn };
+}
+
+/** How a disk's identity reads in messages. */
+function identityText(serial: string, wwn: string, passthrough: boolean | undefined): string {
+  if (passthrough === true) return 'the device\'s own identity';
+  return `serial ${serial} and WWN 0x${wwn}`;
 }
 
 /** Plans every disk. Throws only on a caller bug (two intents with one key). */
@@ -237,24 +266,24 @@ export function planAssignments(disks: readonly DiskIntent[], current: Assignmen
   for (const intent of sorted) {
     const a = current.get(intent.key);
     const state = a === undefined ? undefined : vm(a.vmName);
-    if (a === undefined || state === undefined || a.key !== intent.key || state.refusal(a, a.ioProfile, limits) !== undefined
-      || state.serials.has(a.serial) || state.wwns.has(a.wwn)) {
+    const kept = a === undefined ? undefined : keptIdentity(intent, a);
+    if (a === undefined || state === undefined || kept === undefined || a.key !== intent.key || state.refusal(a, a.ioProfile, limits) !== undefined
+      || state.serials.has(kept.serial) || state.wwns.has(kept.wwn)) {
       fresh.push(intent);
       continue;
     }
     const address: DiskAddress = { controller: a.controller, target: a.target, lun: a.lun };
-    state.commit(intent.key, address, a.ioProfile, a.serial, a.wwn);
+    state.commit(intent.key, address, a.ioProfile, kept.serial, kept.wwn);
     const changes = ignoredChanges(intent, a);
     const condition: PlanCondition = changes.length === 0
       ? { type: 'Assigned', status: 'True', reason: PlanReason.Assigned, message: `assigned to ${a.vmName} at ${formatAddress(address)}` }
       : {
         type: 'Assigned', status: 'True', reason: PlanReason.SpecChangeIgnored,
-        message: `kept on ${a.vmName} at ${formatAddress(address)} with serial ${a.serial} and WWN 0x${a.wwn}: an assigned disk never moves or changes identity; ignored: ${changes.join(', ')} (delete and recreate the disk to change them)`,
+        message: `kept on ${a.vmName} at ${formatAddress(address)} with ${identityText(kept.serial, kept.wwn, intent.passthrough)}: an assigned disk never moves or changes identity; ignored: ${changes.join(', ')} (delete and recreate the disk to change them)`,
       };
-    outcomes.set(intent.key, {
-      result: { ok: true, vmName: a.vmName, address, serial: a.serial, wwn: a.wwn, condition },
-      assignment: { ...a },
-    });
+    const result: DiskPlanResult = { ok: true, vmName: a.vmName, address, ...kept, condition };
+    if (intent.passthrough === true) result.passthrough = true;
+    outcomes.set(intent.key, { result, assignment: { ...a, ...kept } });
   }
 
   // Explicit identities of new disks are reserved against derivation up front.
@@ -276,13 +305,12 @@ export function planAssignments(disks: readonly DiskIntent[], current: Assignmen
     }
     const { address, serial, wwn } = evaluation;
     state.commit(intent.key, address, intent.ioProfile, serial, wwn);
-    outcomes.set(intent.key, {
-      result: {
-        ok: true, vmName: intent.vmName, address, serial, wwn,
-        condition: { type: 'Assigned', status: 'True', reason: PlanReason.Assigned, message: `assigned to ${intent.vmName} at ${formatAddress(address)}` },
-      },
-      assignment: { key: intent.key, vmName: intent.vmName, ioProfile: intent.ioProfile, ...address, serial, wwn },
-    });
+    const result: DiskPlanResult = {
+      ok: true, vmName: intent.vmName, address, serial, wwn,
+      condition: { type: 'Assigned', status: 'True', reason: PlanReason.Assigned, message: `assigned to ${intent.vmName} at ${formatAddress(address)}` },
+    };
+    if (intent.passthrough === true) result.passthrough = true;
+    outcomes.set(intent.key, { result, assignment: { key: intent.key, vmName: intent.vmName, ioProfile: intent.ioProfile, ...address, serial, wwn } });
   }
   // Refusals are explained against the final state, so that re-planning the
   // plan's own output gives the same reason and message (every check only
@@ -348,6 +376,8 @@ function evaluateNewDisk(intent: DiskIntent, state: VmState, limits: PlanLimits)
   if (serial !== undefined) {
     const holder = state.serials.get(serial);
     if (holder !== undefined) return fail(refused(PlanReason.DuplicateSerial, `serial ${JSON.stringify(serial)} is already used by ${holder} on VM ${intent.vmName}; serials must be unique per VM`));
+  } else if (intent.passthrough === true) {
+    serial = '';
   } else {
     serial = deriveUnique(intent.identitySeed, deriveSerial, state.avoidSerials);
     if (serial === undefined) return fail(refused(PlanReason.IdentityExhausted, 'no unique serial could be derived; set spec.serial'));
@@ -356,6 +386,8 @@ function evaluateNewDisk(intent: DiskIntent, state: VmState, limits: PlanLimits)
   if (wwn !== undefined) {
     const holder = state.wwns.get(wwn);
     if (holder !== undefined) return fail(refused(PlanReason.DuplicateWwn, `WWN 0x${wwn} is already used by ${holder} on VM ${intent.vmName}; WWNs must be unique per VM`), serial);
+  } else if (intent.passthrough === true) {
+    wwn = '';
   } else {
     wwn = deriveUnique(intent.identitySeed, deriveWwn, state.avoidWwns);
     if (wwn === undefined) return fail(refused(PlanReason.IdentityExhausted, 'no unique WWN could be derived; set spec.wwn'), serial);
@@ -365,6 +397,9 @@ function evaluateNewDisk(intent: DiskIntent, state: VmState, limits: PlanLimits)
 
 /** The result for a refused disk: what it would carry, and why not. */
 function refusedResult(intent: DiskIntent, evaluation: Extract<Evaluation, { ok: false }>): DiskPlanResult {
+  if (intent.passthrough === true) {
+    return { ok: false, vmName: intent.vmName, serial: intent.serial ?? '', wwn: intent.wwn ?? '', passthrough: true, condition: evaluation.condition };
+  }
   return {
     ok: false,
     vmName: intent.vmName,

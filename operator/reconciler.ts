@@ -70,7 +70,7 @@ export class Reconciler {
       const ns = disk.metadata.namespace;
       const source = disk.spec?.source;
       const claimName = source !== undefined && typeof source === 'object' && 'pvc' in source ? source.pvc.claimName
-        : source !== undefined && typeof source === 'object' && 'hostDevice' in source ? undefined : claimNameFor(disk);
+        : source !== undefined && typeof source === 'object' && ('hostDevice' in source || 'iscsi' in source) ? undefined : claimNameFor(disk);
       if (claimName === undefined) continue;
       const claim = store.claim(ns, claimName);
       if (claim !== undefined) claims.set(`${ns}/${claimName}`, claim);

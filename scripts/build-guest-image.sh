@@ -28,12 +28,20 @@ if [[ "${1:-}" == "--force" ]]; then force=true; fi
 log() { echo "build-guest-image: $*"; }
 
 # Modules /init loads (modprobe pulls in their dependencies). Also packed but
-# not loaded here: scsi_debug and loop, for tests that want a kernel-made LUN.
+# not loaded here: scsi_debug and loop, for tests that want a kernel-made LUN;
+# 9p and 9pnet_virtio, to mount the host's root shared over virtio-9p
+# (test/guest/host-root.ts); configfs, target_core_mod, target_core_file and
+# tcm_loop, for a LIO LUN seen through two initiators
+# (test/passthrough/guest-devices.sh).
 LOAD_MODULES=(
   virtio_pci virtio_scsi scsi_mod sd_mod sg crc-t10dif crct10dif_generic
   t10-pi virtio_blk virtio_console ext4
 )
-EXTRA_MODULES=(scsi_debug loop crct10dif_pclmul)
+EXTRA_MODULES=(
+  scsi_debug loop crct10dif_pclmul
+  9p 9pnet_virtio
+  configfs target_core_mod target_core_file tcm_loop
+)
 
 # Userland binaries from the host's installed Debian packages (setup-host.sh
 # installs them). Shared libraries follow with ldd.

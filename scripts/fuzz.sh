@@ -47,8 +47,9 @@ declare -A sources=(
   [guest_memory]="guest_memory.cc"
   [message_reader]="message_reader.cc fd_util.cc"
   [scsi_fastpath]="scsi_fastpath.cc virtqueue.cc guest_memory.cc fd_util.cc"
+  [passthrough_fastpath]="scsi_fastpath.cc virtqueue.cc guest_memory.cc fd_util.cc"
 )
-order=(virtqueue guest_memory message_reader scsi_fastpath)
+order=(virtqueue guest_memory message_reader scsi_fastpath passthrough_fastpath)
 
 cxx=""
 for c in clang++-14 clang++; do

@@ -35,6 +35,9 @@ PACKAGES=(
   clang-14            # libFuzzer targets (scripts/fuzz.sh)
   strace              # the durability matrix traces the engine's syscalls
   libclang-rt-14-dev  # ASan/UBSan/libFuzzer runtimes for clang-14
+  libiscsi-dev        # the engine's iSCSI passthrough transport (issue 8; links libiscsi7)
+  libiscsi-bin        # iscsi-inq, iscsi-ls: looking at a tgtd target directly
+  tgt                 # tgtd: the userspace iSCSI target the passthrough tests talk to
 )
 
 check_only=false

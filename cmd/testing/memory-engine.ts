@@ -77,7 +77,9 @@ export class MemoryEngine implements Engine {
     this.record('resizeLun', controllerId, target, lun, sizeBytes);
     const info = this.controller(controllerId).luns.get(`${target}:${lun}`);
     if (info === undefined) throw new Error(`no LUN ${target}:${lun} on ${controllerId}`);
-    info.backing = { ...info.backing, sizeBytes };
+    const b = info.backing;
+    if (b.kind !== 'file' && b.kind !== 'memory') throw new Error(`LUN ${target}:${lun} on ${controllerId} is a passthrough LUN: its capacity is the device's`);
+    info.backing = { ...b, sizeBytes };
   }
 
   async flushLun(controllerId: string, target: number, lun: number): Promise<void> {

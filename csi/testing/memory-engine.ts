@@ -55,6 +55,7 @@ export class MemoryEngine implements Engine {
   async resizeLun(controllerId: string, target: number, lun: number, sizeBytes: number): Promise<void> {
     const l = this.#controller(controllerId).luns.get(`${target}:${lun}`);
     if (!l) throw new EngineError('NOT_FOUND', `target ${target} lun ${lun} of ${controllerId} is not attached`);
+    if (l.backing.kind !== 'file' && l.backing.kind !== 'memory') throw new EngineError('FAILED_PRECONDITION', `target ${target} lun ${lun} of ${controllerId} is a passthrough LUN: its capacity is the device's`);
     l.backing.sizeBytes = sizeBytes;
   }
 

@@ -8,6 +8,7 @@ import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createClient, type ServiceClient } from '../../protos/grpc.ts';
 import { EngineService } from '../../protos/gen/vhba/hba/v1/hba_pb.ts';
+import { FakePassthroughDevice } from '../backends/fake-passthrough-device.ts';
 import { createEngine, type VhbaEngineInstance } from '../engine.ts';
 import { startControlServer, type ControlServer } from './server.ts';
 
@@ -21,7 +22,7 @@ const params = { sizeBytes: 1n << 20n, logicalBlockSize: 512, physicalBlockSize:
 
 beforeEach(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'vhba-control-'));
-  engine = createEngine(logger);
+  engine = createEngine(logger, { openPassthrough: async (address) => new FakePassthroughDevice({ serial: `SER-${address.kind}` }) });
   server = await startControlServer(engine, path.join(dir, 'engine.sock'), logger);
   client = createClient(EngineService, server.address);
   await client.createController({ id: 'vm/hba0', socketPath: path.join(dir, 'vm', 'hba0.sock'), numRequestQueues: 2 });
@@ -112,5 +113,63 @@ describe('control API idempotence', () => {
     await port.execute(0, { cdb, dataOut: Buffer.alloc(4096, 1), dataInCapacity: 0, tag: 2n });
     const lun = (await client.listControllers({ id: 'vm/hba0' })).controllers[0]!.luns[0]!;
     expect(lun).toMatchObject({ writes: 1n, bytesWritten: 4096n, reads: 0n, bytesRead: 0n });
+  });
+});
+
+describe('passthrough LUNs over the control API', () => {
+  const hostDevice = (path: string, passthrough?: { rawio?: boolean; timeoutMs?: number; expectedWwn?: string; expectedSerial?: string }, lun = 2) =>
+    client.attachLun({ controllerId: 'vm/hba0', address: { target: 1, lun }, backing: { case: 'hostDevice', value: { path } }, ...(passthrough ? { passthrough } : {}) });
+
+  it('AttachLun returns the device identity; ListControllers reports backing, policy and identity', async () => {
+    const res = await hostDevice('/dev/disk/by-id/wwn-0x5000c500a1b2c3d4', { rawio: true, timeoutMs: 9000 });
+    expect(res.device).toMatchObject({ peripheralDeviceType: 0, vendor: 'FAKEVEND', serial: 'SER-sg', wwn: '5000c500a1b2c3d4', logicalBlockSize: 512, sizeBytes: 1n << 20n });
+    expect(engine.list()[0]!.luns[0]!.backing).toEqual({ kind: 'hostDevice', path: '/dev/disk/by-id/wwn-0x5000c500a1b2c3d4', policy: { rawio: true, timeoutMs: 9000 } });
+    // Same request again: OK with the identity; another policy: ALREADY_EXISTS.
+    expect((await hostDevice('/dev/disk/by-id/wwn-0x5000c500a1b2c3d4', { rawio: true, timeoutMs: 9000 })).device?.serial).toBe('SER-sg');
+    expect(await code(hostDevice('/dev/disk/by-id/wwn-0x5000c500a1b2c3d4', { rawio: false }))).toBe(grpc.status.ALREADY_EXISTS);
+    const lun = (await client.listControllers({ id: 'vm/hba0' })).controllers[0]!.luns[0]!;
+    expect(lun.hostDevice?.path).toBe('/dev/disk/by-id/wwn-0x5000c500a1b2c3d4');
+    expect(lun.iscsi).toBeUndefined();
+    expect(lun.passthrough).toMatchObject({ rawio: true, timeoutMs: 9000, expectedWwn: '', expectedSerial: '' });
+    expect(lun.device).toMatchObject({ serial: 'SER-sg', wwn: '5000c500a1b2c3d4', product: 'PASSTHRU DISK' });
+    expect(lun.parameters).toBeUndefined();
+    expect(lun.backingPath).toBe('');
+  });
+
+  it('maps iSCSI backings both ways, and an emulated LUN keeps its parameters', async () => {
+    await attach();
+    const res = await client.attachLun({
+      controllerId: 'vm/hba0',
+      address: { target: 1, lun: 5 },
+      backing: { case: 'iscsi', value: { portal: '127.0.0.1:3260', iqn: 'iqn.2026-11.io.vhba:t1', lun: 1, initiatorName: '' } },
+      parameters: params, // ignored for passthrough
+    });
+    expect(res.device?.serial).toBe('SER-iscsi');
+    expect(engine.list()[0]!.luns[1]!.backing).toEqual({ kind: 'iscsi', portal: '127.0.0.1:3260', iqn: 'iqn.2026-11.io.vhba:t1', lun: 1, policy: { rawio: false } });
+    const [emulated, iscsi] = (await client.listControllers({ id: 'vm/hba0' })).controllers[0]!.luns;
+    expect(emulated!.parameters).toMatchObject({ serial: 'CTL0' });
+    expect(emulated!.device).toBeUndefined();
+    expect(iscsi!.iscsi).toMatchObject({ portal: '127.0.0.1:3260', iqn: 'iqn.2026-11.io.vhba:t1', lun: 1, initiatorName: '' });
+    expect(iscsi!.passthrough).toMatchObject({ rawio: false, timeoutMs: 0 });
+    // Emulated LUNs still need parameters.
+    expect(await code(client.attachLun({ controllerId: 'vm/hba0', address: { target: 1, lun: 6 }, backing: { case: 'memory', value: {} } }))).toBe(grpc.status.INVALID_ARGUMENT);
+  });
+
+  it('refuses bad passthrough requests with INVALID_ARGUMENT, a wrong disk with FAILED_PRECONDITION', async () => {
+    const err = await hostDevice('relative/sdb').catch((e: grpc.ServiceError) => e);
+    expect((err as grpc.ServiceError).code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect((err as grpc.ServiceError).details).toMatch(/host_device\.path/);
+    expect(await code(hostDevice('/dev/sdb', { expectedWwn: '0x5000' }))).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(await code(hostDevice('/dev/sdb', { timeoutMs: 4_000_000 }))).toBe(grpc.status.INVALID_ARGUMENT);
+    const iscsi = (portal: string, iqn: string) => code(client.attachLun({ controllerId: 'vm/hba0', address: { target: 1, lun: 3 }, backing: { case: 'iscsi', value: { portal, iqn, lun: 0, initiatorName: '' } } }));
+    expect(await iscsi('', 'iqn.2026-11.io.vhba:t')).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(await iscsi('10.0.0.1:3260', 'not-an-iqn')).toBe(grpc.status.INVALID_ARGUMENT);
+    const wrong = await hostDevice('/dev/sdb', { expectedSerial: 'OTHER' }).catch((e: grpc.ServiceError) => e);
+    expect((wrong as grpc.ServiceError).code).toBe(grpc.status.FAILED_PRECONDITION);
+    expect((wrong as grpc.ServiceError).details).toMatch(/SER-sg.*OTHER/);
+    expect(await code(client.resizeLun({ controllerId: 'vm/hba0', address: { target: 1, lun: 2 }, sizeBytes: 1n << 30n }))).toBe(grpc.status.NOT_FOUND);
+    await hostDevice('/dev/sdb');
+    expect(await code(client.resizeLun({ controllerId: 'vm/hba0', address: { target: 1, lun: 2 }, sizeBytes: 1n << 30n }))).toBe(grpc.status.FAILED_PRECONDITION);
+    expect(await code(client.flushLun({ controllerId: 'vm/hba0', address: { target: 1, lun: 2 } }))).toBe(grpc.status.OK);
   });
 });

@@ -11,9 +11,15 @@ import { addService, GrpcError } from '../../protos/grpc.ts';
 import {
   EngineService,
   type Address,
+  type AttachLunRequest,
+  type DeviceIdentitySchema,
   type LunParameters,
+  type LunStatusSchema,
+  type PassthroughPolicy as PassthroughPolicyMessage,
+  type PassthroughPolicySchema,
 } from '../../protos/gen/vhba/hba/v1/hba_pb.ts';
-import { MAX_LUNS_PER_TARGET, MAX_TARGETS, type Engine, type LunSpec } from '../engine-api.ts';
+import type { MessageInitShape } from '@bufbuild/protobuf';
+import { isPassthrough, MAX_LUNS_PER_TARGET, MAX_TARGETS, type DeviceIdentity, type Engine, type LunInfo, type LunSpec, type PassthroughPolicy } from '../engine-api.ts';
 import { EngineError } from '../engine-errors.ts';
 import { native } from '../native/index.ts';
 // H9 (issue 9): private socket directory, SO_PEERCRED allow list, per-controller limits.
@@ -38,13 +44,36 @@ function checkSize(bytes: bigint, field: string): number {
   return Number(bytes);
 }
 
-/** Translates and validates AttachLun into the engine's LunSpec. */
+/** Largest per-command timeout a passthrough policy may ask for: one hour. */
+const MAX_PASSTHROUGH_TIMEOUT_MS = 3_600_000;
+
+/** Translates and validates AttachLun into the engine's LunSpec. Emulated
+ * backings (file, memory) need `parameters`; passthrough backings
+ * (host_device, iscsi) ignore them and take `passthrough` (may be absent:
+ * default policy). */
 export function lunSpecFromRequest(
   address: Address | undefined,
-  backing: { case: 'file'; value: { path: string } } | { case: 'memory'; value: unknown } | { case: undefined; value?: undefined },
+  backing: AttachLunRequest['backing'] | { case: 'file'; value: { path: string } } | { case: 'memory'; value: unknown },
   p: LunParameters | undefined,
+  passthrough?: PassthroughPolicyMessage,
 ): LunSpec {
   const { target, lun } = checkAddress(address);
+  if (backing.case === 'hostDevice') {
+    if (!isAbsolute(backing.value.path)) invalid(`host_device.path ${JSON.stringify(backing.value.path)} must be absolute`);
+    return { target, lun, backing: { kind: 'hostDevice', path: backing.value.path, policy: policyFromRequest(passthrough) } };
+  }
+  if (backing.case === 'iscsi') {
+    const v = backing.value;
+    if (!/^[^\s/]+:[0-9]{1,5}$/.test(v.portal) && !/^[^\s/:]+$/.test(v.portal)) invalid(`iscsi.portal ${JSON.stringify(v.portal)} must be host or host:port, e.g. 192.0.2.10:3260`);
+    if (!/^(iqn\.|eui\.|naa\.)\S+$/.test(v.iqn)) invalid(`iscsi.iqn ${JSON.stringify(v.iqn)} must be an iSCSI name (iqn., eui. or naa.)`);
+    if (v.lun >= MAX_LUNS_PER_TARGET) invalid(`iscsi.lun ${v.lun} is out of range: allowed 0–${MAX_LUNS_PER_TARGET - 1}`);
+    if (v.initiatorName !== '' && !/^(iqn\.|eui\.|naa\.)\S+$/.test(v.initiatorName)) invalid(`iscsi.initiator_name ${JSON.stringify(v.initiatorName)} must be an iSCSI name (iqn., eui. or naa.) or empty`);
+    return {
+      target,
+      lun,
+      backing: { kind: 'iscsi', portal: v.portal, iqn: v.iqn, lun: v.lun, ...(v.initiatorName ? { initiatorName: v.initiatorName } : {}), policy: policyFromRequest(passthrough) },
+    };
+  }
   if (!p) invalid('parameters are required');
   const sizeBytes = checkSize(p.sizeBytes, 'parameters.size_bytes');
   const logical = p.logicalBlockSize || 512;
@@ -66,7 +95,7 @@ export function lunSpecFromRequest(
   } else if (backing.case === 'memory') {
     spec = { kind: 'memory', sizeBytes };
   } else {
-    invalid('a backing (file or memory) is required');
+    invalid('a backing (file, memory, host_device or iscsi) is required');
   }
   return {
     target,
@@ -80,6 +109,78 @@ export function lunSpecFromRequest(
       readOnly: p.readOnly,
       ...(p.product ? { product: p.product } : {}),
     },
+  };
+}
+
+/** The engine's PassthroughPolicy from the request's (absent → defaults);
+ * unset optional fields stay absent so equal requests give equal specs. */
+function policyFromRequest(m: PassthroughPolicyMessage | undefined): PassthroughPolicy {
+  if (!m) return { rawio: false };
+  if (m.timeoutMs > MAX_PASSTHROUGH_TIMEOUT_MS) invalid(`passthrough.timeout_ms ${m.timeoutMs} is too large: at most ${MAX_PASSTHROUGH_TIMEOUT_MS}`);
+  if (m.expectedWwn !== '' && !/^([235][0-9a-fA-F]{15}|6[0-9a-fA-F]{31})$/.test(m.expectedWwn)) {
+    invalid('passthrough.expected_wwn must be an NAA designator in hex without 0x: 16 digits starting with 2, 3 or 5, or 32 digits starting with 6');
+  }
+  if (m.expectedSerial.length > 255 || !/^[\x20-\x7e]*$/.test(m.expectedSerial)) invalid('passthrough.expected_serial must be printable ASCII');
+  return {
+    rawio: m.rawio,
+    ...(m.timeoutMs ? { timeoutMs: m.timeoutMs } : {}),
+    ...(m.expectedWwn ? { expectedWwn: m.expectedWwn.toLowerCase() } : {}),
+    ...(m.expectedSerial.trim() ? { expectedSerial: m.expectedSerial.trim() } : {}),
+  };
+}
+
+function policyMessage(p: PassthroughPolicy): MessageInitShape<typeof PassthroughPolicySchema> {
+  return { rawio: p.rawio, timeoutMs: p.timeoutMs ?? 0, expectedWwn: p.expectedWwn ?? '', expectedSerial: p.expectedSerial ?? '' };
+}
+
+/** DeviceIdentity as the proto message. */
+export function deviceIdentityMessage(d: DeviceIdentity): MessageInitShape<typeof DeviceIdentitySchema> {
+  return {
+    peripheralDeviceType: d.peripheralDeviceType,
+    vendor: d.vendor,
+    product: d.product,
+    revision: d.revision,
+    serial: d.serial,
+    wwn: d.wwn,
+    logicalBlockSize: d.logicalBlockSize,
+    physicalBlockSize: d.physicalBlockSize,
+    sizeBytes: BigInt(d.sizeBytes),
+  };
+}
+
+/** One LUN of ListControllers: emulated LUNs carry backing_path and
+ * parameters; passthrough LUNs their backing, policy and device identity. */
+export function lunStatus(l: LunInfo): MessageInitShape<typeof LunStatusSchema> {
+  const counters = { reads: BigInt(l.reads), writes: BigInt(l.writes), bytesRead: BigInt(l.bytesRead), bytesWritten: BigInt(l.bytesWritten) };
+  const address = { target: l.target, lun: l.lun };
+  const b = l.backing;
+  if (isPassthrough(b)) {
+    return {
+      address,
+      backingPath: '',
+      ...counters,
+      ...(b.kind === 'hostDevice' ? { hostDevice: { path: b.path } } : { iscsi: { portal: b.portal, iqn: b.iqn, lun: b.lun, initiatorName: b.initiatorName ?? '' } }),
+      passthrough: policyMessage(b.policy),
+      ...(l.device ? { device: deviceIdentityMessage(l.device) } : {}),
+    };
+  }
+  return {
+    address,
+    backingPath: b.kind === 'file' ? b.path : '',
+    ...(l.params
+      ? {
+          parameters: {
+            sizeBytes: BigInt(b.sizeBytes),
+            logicalBlockSize: l.params.logicalBlockSize,
+            physicalBlockSize: l.params.physicalBlockSize,
+            serial: l.params.serial,
+            wwn: l.params.wwn,
+            readOnly: l.params.readOnly,
+            product: l.params.product ?? '',
+          },
+        }
+      : {}),
+    ...counters,
   };
 }
 
@@ -167,11 +268,11 @@ export async function startControlServer(engine: Engine, socketPath: string, log
       },
       async attachLun(req) {
         if (!req.controllerId) invalid('controller_id is required');
-        const spec = lunSpecFromRequest(req.address, req.backing, req.parameters);
+        const spec = lunSpecFromRequest(req.address, req.backing, req.parameters, req.passthrough);
         const existing = engine.list().find((c) => c.id === req.controllerId); // H9: LUNs per controller
         if (existing) try { checkLunCount(limits, existing.luns.length); } catch (err) { limitToGrpc(err); }
-        await engine.attachLun(req.controllerId, spec).catch(engineErrorToGrpc);
-        return {};
+        const device = await engine.attachLun(req.controllerId, spec).catch(engineErrorToGrpc);
+        return device ? { device: deviceIdentityMessage(device) } : {};
       },
       async detachLun(req) {
         const a = checkAddress(req.address);
@@ -203,23 +304,7 @@ export async function startControlServer(engine: Engine, socketPath: string, log
             socketPath: c.socketPath,
             numRequestQueues: c.numRequestQueues,
             connected: c.connected,
-            luns: c.luns.map((l) => ({
-              address: { target: l.target, lun: l.lun },
-              backingPath: l.backing.kind === 'file' ? l.backing.path : '',
-              parameters: {
-                sizeBytes: BigInt(l.backing.sizeBytes),
-                logicalBlockSize: l.params.logicalBlockSize,
-                physicalBlockSize: l.params.physicalBlockSize,
-                serial: l.params.serial,
-                wwn: l.params.wwn,
-                readOnly: l.params.readOnly,
-                product: l.params.product ?? '',
-              },
-              reads: BigInt(l.reads),
-              writes: BigInt(l.writes),
-              bytesRead: BigInt(l.bytesRead),
-              bytesWritten: BigInt(l.bytesWritten),
-            })),
+            luns: c.luns.map(lunStatus),
             requestQueues: (c.requestQueues ?? []).map((q) => ({ queue: q.queue, commands: BigInt(q.commands), inFlight: q.inFlight, availIndex: q.availIndex })),
           })),
         };

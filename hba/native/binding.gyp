@@ -9,6 +9,8 @@
         "src/fd_util.cc",
         "src/guest_memory.cc",
         "src/message_reader.cc",
+        "src/passthrough.cc",
+        "src/passthrough_binding.cc",
         "src/scsi_fastpath.cc",
         "src/system_binding.cc",
         "src/unix_socket.cc",
@@ -19,7 +21,8 @@
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
       "cflags_cc": ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fexceptions"],
-      "ldflags": ["-pthread"]
+      "ldflags": ["-pthread"],
+      "libraries": ["-liscsi"]
     }
   ]
 }

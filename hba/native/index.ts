@@ -146,6 +146,76 @@ export interface NativeLunConfig {
   eligible: boolean;
 }
 
+/** A passthrough LUN (issue 8) in a device's LUN table: while eligible, the
+ * queue worker forwards every command addressed to it to the device itself
+ * (SG_IO or libiscsi, data straight between guest memory and the device),
+ * answers opcodes in `refusedOpcodes` with CHECK CONDITION / ILLEGAL REQUEST /
+ * INVALID COMMAND OPERATION CODE (20h/00h) without touching the device, and
+ * defers opcodes in `deferredOpcodes` (and everything while not eligible) to
+ * JS. Status, sense (at most 96 bytes) and residual go back to the guest as
+ * the device returned them; transport failures become virtio-scsi response
+ * codes (PassthroughOutcome.response). */
+export interface NativePassthroughLunConfig {
+  /** The open device; shared (the LUN keeps it alive until removed). */
+  device: PassthroughDevice;
+  /** 32 bytes, bit (opcode & 7) of byte (opcode >> 3): refuse that opcode. */
+  refusedOpcodes: Buffer;
+  /** 32 bytes, same layout: send that opcode to JS (REPORT LUNS, INQUIRY). */
+  deferredOpcodes: Buffer;
+  /** Per-command timeout, ms (> 0). */
+  timeoutMs: number;
+  eligible: boolean;
+}
+
+/** Where a passthrough device is. */
+export type PassthroughAddress =
+  /** A block device or /dev/sg* node (symlinks such as /dev/disk/by-id/* are
+   * followed); must answer SG_GET_VERSION_NUM, else open rejects with an
+   * error saying the path is not a SCSI device. */
+  | { kind: 'sg'; path: string }
+  /** An iSCSI LUN; logs in with `initiatorName` (default
+   * "iqn.2026-11.io.vhba:<hostname>"). */
+  | { kind: 'iscsi'; portal: string; iqn: string; lun: number; initiatorName?: string };
+
+/** One command's result from a passthrough device. */
+export interface PassthroughOutcome {
+  /** virtio-scsi response code (virtio 1.2 §5.6.6.1; `Response` in
+   * hba/virtio-scsi/framing.ts): 0 (OK) means status/sense/data are the device's; any
+   * other value means the command did not complete at the device (device
+   * gone → BAD_TARGET, timeout → ABORTED, connection lost → TRANSPORT_FAILURE, ...). */
+  response: number;
+  /** SAM-5 status byte. */
+  status: number;
+  /** Sense data as the device returned it (empty if none; at most 96 bytes). */
+  sense: Buffer;
+  /** Data-in bytes transferred (length = dataInLength - residual). */
+  dataIn: Buffer;
+  /** Bytes of the data transfer that did not happen (SG_IO resid / iSCSI residual). */
+  residual: number;
+  /** Why the response is not OK (errno text, host/driver status, libiscsi error); '' when OK. */
+  error: string;
+}
+
+/** An open passthrough device. Thread-safe: the native queue workers and
+ * execute() share it (libiscsi contexts are serialized by a mutex). */
+export interface PassthroughDevice {
+  /** e.g. "/dev/sdb (sg 3.5.36)" or "iscsi://127.0.0.1:3260/iqn.../1". */
+  readonly description: string;
+  /** Largest data transfer in bytes the host path takes in one command
+   * (block queue max_hw_sectors_kb, sg's limit); 0 = no host limit (iSCSI). */
+  readonly maxTransferBytes: number;
+  /** Runs one command on the libuv thread pool. At most one of dataOut /
+   * dataInLength may be non-empty (no bidirectional commands); cdb is 6..32
+   * bytes. Rejects only for bad arguments or a closed device; device and
+   * transport failures resolve with response != OK. */
+  execute(cdb: Buffer, options?: { dataOut?: Buffer; dataInLength?: number; timeoutMs?: number }): Promise<PassthroughOutcome>;
+  /** Native commands completed for registered LUNs using this device (monotonic). */
+  counters(): NativeLunCounters;
+  /** Drops this handle; the fd / iSCSI session closes once no registered LUN
+   * and no running execute() uses it. Idempotent. */
+  close(): void;
+}
+
 /** The mutable part of a registered LUN; omitted fields keep their value. */
 export interface NativeLunUpdate {
   blockCount?: bigint | number;
@@ -173,8 +243,11 @@ export interface NativeLunCounters {
  * answers write-protect and LBA-out-of-range failures with CHECK CONDITION;
  * every other chain reaches onChains as before. No JS call per I/O. */
 export interface FastPathLuns {
-  /** Registers a LUN (throws if the address is taken or the config is bad). */
-  setLun(target: number, lun: number, config: NativeLunConfig): void;
+  /** Registers a LUN (throws if the address is taken or the config is bad):
+   * a file LUN (NativeLunConfig) or a passthrough LUN (issue 8). For a
+   * passthrough LUN, updateLun takes only `eligible`, and lunCounters count
+   * data-in commands as reads and data-out commands as writes. */
+  setLun(target: number, lun: number, config: NativeLunConfig | NativePassthroughLunConfig): void;
   /** Changes a registered LUN's state (throws if absent). Takes effect for
    * commands popped afterwards. */
   updateLun(target: number, lun: number, update: NativeLunUpdate): void;
@@ -213,6 +286,11 @@ export interface NativeBinding {
   /** SO_PEERCRED of a connected unix socket fd the caller owns (the control
    * API checks its peers with it; issue 9). Throws on a non-socket fd. */
   peerCredentialsOfFd?(fd: number): { pid: number; uid: number; gid: number };
+  /** Opens a passthrough device (issue 8). Rejects with an Error whose
+   * message says what is wrong: no such file, not a block or sg character
+   * device, SG_IO not supported (e.g. virtio-blk or NVMe), iSCSI portal
+   * unreachable or login refused. */
+  openPassthrough(address: PassthroughAddress, options?: { timeoutMs?: number }): Promise<PassthroughDevice>;
   /** fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE): deallocates a
    * byte range of a file so it reads back as zeros. */
   punchHole(fd: number, offset: number, length: number): Promise<void>;

@@ -25,7 +25,7 @@ import {
   senseUaReportedLunsDataChanged,
   type SenseCode,
 } from './sense.ts';
-import { Status, type BlockBackend, type LogicalUnitParams, type ScsiCommand, type ScsiResult } from './types.ts';
+import { Status, type BlockBackend, type LogicalUnitParams, type ScsiCommand, type ScsiResult, type ScsiUnit } from './types.ts';
 
 /** Per-LU I/O counters. */
 export interface LogicalUnitStats {
@@ -105,7 +105,7 @@ const ioFailureSense: Record<IoFailure, SenseCode> = {
 const MAX_PENDING_UNIT_ATTENTIONS = 8;
 
 /** A direct-access block device (SBC-3) over a BlockBackend. */
-export class LogicalUnit {
+export class LogicalUnit implements ScsiUnit {
   /** Identity and geometry, validated and frozen. */
   readonly params: Readonly<LogicalUnitParams>;
   readonly backend: BlockBackend;
@@ -256,9 +256,9 @@ export class LogicalUnit {
     this.raiseUnitAttention(senseUaReportedLunsDataChanged);
   }
 
-  /** Removes a pending unit attention (REPORT LUNS clears REPORTED LUNS DATA HAS CHANGED). */
-  clearUnitAttention(sense: SenseCode): void {
-    this.#unitAttentions = this.#unitAttentions.filter((s) => s !== sense);
+  /** Removes a pending unit attention with this ASC/ASCQ (REPORT LUNS clears REPORTED LUNS DATA HAS CHANGED). */
+  clearUnitAttention(code: { asc: number; ascq: number }): void {
+    this.#unitAttentions = this.#unitAttentions.filter((s) => s.asc !== code.asc || s.ascq !== code.ascq);
     this.#observer?.stateChanged();
   }
 

@@ -142,13 +142,14 @@ describe('LUN inventory changes', () => {
 
   it('notify: false attaches and detaches without unit attentions', async () => {
     const target = new ScsiTarget();
-    target.attach(0, unit());
+    const first = unit();
+    target.attach(0, first);
     await exec(target, 0, [0x00, 0, 0, 0, 0, 0]);
     target.attach(1, unit(), { notify: false });
     target.detach(1, { notify: false });
-    expect(target.get(0)!.pendingUnitAttentions()).toEqual([]);
+    expect(first.pendingUnitAttentions()).toEqual([]);
     target.attach(1, unit());
-    expect(target.get(0)!.pendingUnitAttentions()).toEqual([senseUaReportedLunsDataChanged]);
+    expect(first.pendingUnitAttentions()).toEqual([senseUaReportedLunsDataChanged]);
     expect(target.luns()).toEqual([0, 1]);
   });
 

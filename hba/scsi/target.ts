@@ -5,7 +5,7 @@
 // ILLEGAL REQUEST / LOGICAL UNIT NOT SUPPORTED (SPC-4 §4.5.1 / SAM-5 §5.9).
 import { checkControlByte, goodWithData } from './command.ts';
 import { inquiryData, parseInquiry } from './inquiry.ts';
-import { LogicalUnit, checkConditionResult, fitDataIn } from './logical-unit.ts';
+import { checkConditionResult, fitDataIn } from './logical-unit.ts';
 import { REPORT_LUNS } from './opcode-table.ts';
 import { MAX_LUN, parseReportLuns, reportLunsData } from './report-luns.ts';
 import {
@@ -15,7 +15,7 @@ import {
   senseLogicalUnitNotSupported,
   senseUaReportedLunsDataChanged,
 } from './sense.ts';
-import { Status, type ScsiCommand, type ScsiResult } from './types.ts';
+import { Status, type ScsiCommand, type ScsiResult, type ScsiUnit } from './types.ts';
 
 const INQUIRY = 0x12;
 const REQUEST_SENSE = 0x03;
@@ -30,13 +30,13 @@ function exactCdb(cdb: Buffer, length: number): Buffer {
 
 /** LUNs 0..16383 behind one virtio-scsi target (or any other transport's). */
 export class ScsiTarget {
-  readonly #luns = new Map<number, LogicalUnit>();
+  readonly #luns = new Map<number, ScsiUnit>();
 
   /** Adds `unit` at `lun` and (unless `notify` is false, e.g. while a
    * target is built before any initiator sees it) raises REPORTED LUNS DATA
    * HAS CHANGED on the other LUs: O(LUs) per call. Throws if the LUN is out
    * of range or taken. */
-  attach(lun: number, unit: LogicalUnit, options: { notify?: boolean } = {}): void {
+  attach(lun: number, unit: ScsiUnit, options: { notify?: boolean } = {}): void {
     if (!Number.isInteger(lun) || lun < 0 || lun > MAX_LUN) throw new RangeError(`LUN ${lun} outside 0..${MAX_LUN}`);
     if (this.#luns.has(lun)) throw new Error(`LUN ${lun} is already attached`);
     if (options.notify ?? true) for (const other of this.#luns.values()) other.raiseReportedLunsChanged();
@@ -45,7 +45,7 @@ export class ScsiTarget {
 
   /** Removes the LU at `lun` (returned, so the caller can close it after its
    * in-flight commands drain) and tells the other LUs unless `notify` is false. */
-  detach(lun: number, options: { notify?: boolean } = {}): LogicalUnit | undefined {
+  detach(lun: number, options: { notify?: boolean } = {}): ScsiUnit | undefined {
     const unit = this.#luns.get(lun);
     if (!unit) return undefined;
     this.#luns.delete(lun);
@@ -54,7 +54,7 @@ export class ScsiTarget {
   }
 
   /** The LU at `lun`, if any. */
-  get(lun: number): LogicalUnit | undefined {
+  get(lun: number): ScsiUnit | undefined {
     return this.#luns.get(lun);
   }
 

@@ -26,9 +26,25 @@ export interface ScsiCommand {
   tag: bigint;
 }
 
+/** SAM-5 §5.1 service responses other than TASK COMPLETE: the command did
+ * not complete at the device server (a passthrough device vanished, timed
+ * out, its transport broke). Status and sense are then meaningless; each
+ * transport maps these to its own codes (virtio-scsi: the response field). */
+export type ServiceFailure =
+  | 'bad-target'
+  | 'transport-failure'
+  | 'aborted'
+  | 'busy'
+  | 'reset'
+  | 'target-failure'
+  | 'nexus-failure'
+  | 'failure';
+
 /** What the target answers. The transport computes the residual from
  * dataIn.length versus dataInCapacity (or dataOut consumed). */
 export interface ScsiResult {
+  /** Set when the command did not complete (then status is ignored). */
+  serviceFailure?: ServiceFailure;
   status: number;
   /** Fixed-format sense data (SPC-4 §4.5.3) when status is CHECK CONDITION. */
   sense?: Buffer;
@@ -77,4 +93,39 @@ export interface LogicalUnitParams {
   writeCacheEnabled?: boolean;
   /** Device provisioning: thin-provisioned (UNMAP supported) or not. Default true. */
   thinProvisioned?: boolean;
+}
+
+/** A logical unit as a ScsiTarget holds it: an emulated disk (LogicalUnit)
+ * or a passthrough LUN (PassthroughUnit, issue 8). */
+export interface ScsiUnit {
+  /** Runs one command; never rejects. */
+  execute(cmd: ScsiCommand): Promise<ScsiResult>;
+  /** Queues REPORTED LUNS DATA HAS CHANGED (SPC-4 §6.33). */
+  raiseReportedLunsChanged(): void;
+  /** Drops a pending unit attention with this ASC/ASCQ, if queued. */
+  clearUnitAttention(code: { asc: number; ascq: number }): void;
+  /** LOGICAL UNIT RESET / I_T NEXUS RESET (SAM-5 §6.4). */
+  reset(): void;
+  /** Commands running now. */
+  readonly inFlight: number;
+  /** Waits for running commands, then releases the backing. */
+  close(): Promise<void>;
+}
+
+/** What a passthrough device reported about itself at attach (SPC-4 §6.6
+ * INQUIRY, §7.8.16 VPD 80h, §7.8.6 VPD 83h; SBC-3 §5.16 READ CAPACITY(16)). */
+export interface DeviceIdentity {
+  /** Standard INQUIRY byte 0 bits 4..0 (0 = direct access block device). */
+  peripheralDeviceType: number;
+  vendor: string;
+  product: string;
+  revision: string;
+  /** VPD 80h unit serial number, trimmed; '' if the device has none. */
+  serial: string;
+  /** VPD 83h NAA designator of the logical unit, lowercase hex without 0x; '' if none. */
+  wwn: string;
+  /** READ CAPACITY(16) (or (10)); 0 for devices without block geometry. */
+  logicalBlockSize: number;
+  physicalBlockSize: number;
+  sizeBytes: number;
 }

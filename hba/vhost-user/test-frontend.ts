@@ -101,12 +101,15 @@ export class TestFrontend {
   }
 
   /** Negotiation, memory table and queue setup, as QEMU does it: all queues
-   * of a virtio-scsi device with `requestQueues` request queues. */
-  async setup(options: { requestQueues?: number; queueSize?: number; memoryBytes?: number } = {}): Promise<void> {
+   * of a virtio-scsi device with `requestQueues` request queues; `features`
+   * adds device feature bits (e.g. VirtioScsiFeature.HOTPLUG) to the ones
+   * always acked. */
+  async setup(options: { requestQueues?: number; queueSize?: number; memoryBytes?: number; features?: number[] } = {}): Promise<void> {
     const queueSize = options.queueSize ?? 128;
     const numQueues = FIRST_REQUEST_QUEUE + (options.requestQueues ?? 1);
     const offered = (await this.call(Request.GET_FEATURES)).readBigUInt64LE(0);
-    const want = (1n << BigInt(VirtioFeature.VERSION_1)) | (1n << BigInt(VirtioFeature.RING_EVENT_IDX)) | (1n << BigInt(VHOST_USER_F_PROTOCOL_FEATURES));
+    let want = (1n << BigInt(VirtioFeature.VERSION_1)) | (1n << BigInt(VirtioFeature.RING_EVENT_IDX)) | (1n << BigInt(VHOST_USER_F_PROTOCOL_FEATURES));
+    for (const bit of options.features ?? []) want |= 1n << BigInt(bit);
     if ((offered & want) !== want) throw new Error(`back-end lacks features 0x${(want & ~offered).toString(16)}`);
     const protocol = (await this.call(Request.GET_PROTOCOL_FEATURES)).readBigUInt64LE(0);
     const ack = protocol & ((1n << BigInt(ProtocolFeature.MQ)) | (1n << BigInt(ProtocolFeature.REPLY_ACK)) | (1n << BigInt(ProtocolFeature.CONFIG)));

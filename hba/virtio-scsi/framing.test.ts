@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { CMD_REQ_SIZE, CMD_RESP_SIZE, decodeCommandRequest, decodeLun, encodeLun, encodeScsiResult, encodeTransportResponse, FramingError, Response } from './framing.ts';
+import type { ServiceFailure } from '../scsi/types.ts';
+import { CMD_REQ_SIZE, CMD_RESP_SIZE, decodeCommandRequest, decodeLun, encodeLun, encodeScsiResult, encodeTransportResponse, FramingError, Response, SERVICE_FAILURE_RESPONSE } from './framing.ts';
 
 function lun(bytes: number[]): Buffer {
   return Buffer.from(bytes);
@@ -101,6 +102,33 @@ describe('responses', () => {
     const out = encodeTransportResponse(Response.BAD_TARGET, CMD_RESP_SIZE + 512);
     expect(out.length).toBe(CMD_RESP_SIZE);
     expect(out[11]).toBe(3);
+  });
+
+  it.each([
+    ['bad-target', Response.BAD_TARGET],
+    ['transport-failure', Response.TRANSPORT_FAILURE],
+    ['aborted', Response.ABORTED],
+    ['busy', Response.BUSY],
+    ['reset', Response.RESET],
+    ['target-failure', Response.TARGET_FAILURE],
+    ['nexus-failure', Response.NEXUS_FAILURE],
+    ['failure', Response.FAILURE],
+  ] as [ServiceFailure, number][])('maps serviceFailure %s to response %i with status 0, no sense, no data', (failure, code) => {
+    expect(SERVICE_FAILURE_RESPONSE[failure]).toBe(code);
+    // Whatever else the result carries is not the device's answer and is dropped.
+    const out = encodeScsiResult({ serviceFailure: failure, status: 2, sense: Buffer.alloc(18, 0x70), dataIn: Buffer.from('junk') }, 0, CMD_RESP_SIZE + 512);
+    expect(out.length).toBe(CMD_RESP_SIZE);
+    expect(out[11]).toBe(code);
+    expect(out[10]).toBe(0);
+    expect(out.readUInt32LE(0)).toBe(0);
+    expect(out.subarray(12, CMD_RESP_SIZE).equals(Buffer.alloc(96))).toBe(true);
+    expect(out.readUInt32LE(4)).toBe(512); // nothing transferred
+  });
+
+  it('a failed data-out command reports the whole data-out as residual', () => {
+    const out = encodeScsiResult({ serviceFailure: 'aborted', status: 0, dataOutConsumed: 4096 }, 4096, CMD_RESP_SIZE);
+    expect(out[11]).toBe(Response.ABORTED);
+    expect(out.readUInt32LE(4)).toBe(4096);
   });
 
   it('rejects a writable part too small for the response', () => {

@@ -10,7 +10,7 @@
 // in that case. We treat it as a protocol violation: the connection is closed.
 // Well-formed requests with bad content (LUN format, absent target) get a
 // response code.
-import type { ScsiResult } from '../scsi/types.ts';
+import type { ScsiResult, ServiceFailure } from '../scsi/types.ts';
 import { CDB_SIZE, MAX_LUN, SENSE_SIZE } from './config.ts';
 
 /** Size of struct virtio_scsi_cmd_req with cdb_size 32. */
@@ -36,6 +36,22 @@ export const Response = {
   FUNCTION_REJECTED: 11,
   INCORRECT_LUN: 12,
 } as const;
+
+/** The response code of each SAM-5 service failure a target can report
+ * (virtio 1.2 §5.6.6.1: BAD_TARGET "the target does not exist", ABORTED,
+ * BUSY "retry", RESET, TRANSPORT_FAILURE "the request failed due to a problem
+ * in the connection between the host and the target", TARGET_FAILURE,
+ * NEXUS_FAILURE, FAILURE "any other error"). */
+export const SERVICE_FAILURE_RESPONSE: Readonly<Record<ServiceFailure, number>> = Object.freeze({
+  'bad-target': Response.BAD_TARGET,
+  'transport-failure': Response.TRANSPORT_FAILURE,
+  aborted: Response.ABORTED,
+  busy: Response.BUSY,
+  reset: Response.RESET,
+  'target-failure': Response.TARGET_FAILURE,
+  'nexus-failure': Response.NEXUS_FAILURE,
+  failure: Response.FAILURE,
+});
 
 /** task_attr values (virtio 1.2 §5.6.6.1). */
 export const TaskAttr = { SIMPLE: 0, ORDERED: 1, HEAD: 2, ACA: 3 } as const;
@@ -145,9 +161,18 @@ export function encodeTransportResponse(response: number, writableLength: number
 /** Turns the target's ScsiResult into the response buffer. Residual (§5.6.6.1
  * "resid"): for data-in, capacity minus bytes transferred; for data-out, bytes
  * not consumed. Data-in longer than the capacity (a target bug; the contract
- * forbids it) is truncated and answered with OVERRUN. */
+ * forbids it) is truncated and answered with OVERRUN. A command that did not
+ * complete (result.serviceFailure: a passthrough device gone, timed out, its
+ * transport broken) gets that failure's response code, status 0, no sense,
+ * no data and the whole transfer as residual: status, sense and resid are
+ * meaningful only with response OK (§5.6.6.1). */
 export function encodeScsiResult(result: ScsiResult, dataOutLength: number, writableLength: number): Buffer {
   const capacity = dataInCapacity(writableLength);
+  if (result.serviceFailure !== undefined) {
+    const response = SERVICE_FAILURE_RESPONSE[result.serviceFailure] ?? Response.FAILURE;
+    const resid = capacity > 0 ? capacity : dataOutLength;
+    return encodeCommandResponse({ response, status: 0, statusQualifier: 0, resid, sense: Buffer.alloc(0) }, undefined, writableLength);
+  }
   const dataIn = result.dataIn;
   let response: number = Response.OK;
   let resid = 0;

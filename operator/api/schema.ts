@@ -83,10 +83,38 @@ const addressSchema: OpenApiSchema = {
   },
 };
 
+/** CEL: the disk is a passthrough LUN (deviceType defaults to disk). */
+const IS_LUN = "(has(self.deviceType) && self.deviceType == 'lun')";
+/** CEL: the source is a whole SCSI device. */
+const HAS_DEVICE_SOURCE = '(has(self.source) && (has(self.source.hostDevice) || has(self.source.iscsi)))';
+
+/** A spec field a lun disk takes from its device (no default in the schema, so the rule sees what the user wrote). */
+const deviceOwn = (field: string): CelRule => ({
+  rule: `!${IS_LUN} || !has(self.${field})`,
+  message: `spec.${field} is the device's own for deviceType lun (the guest sees what the device reports); remove it`,
+  fieldPath: `.${field}`,
+  reason: 'FieldValueForbidden',
+});
+
+/** A CEL rule that the string matches `pattern` (RE2 accepts these
+ * patterns as they are), with a message saying what is allowed; used instead
+ * of `pattern`, whose error shows the raw regular expression. */
+const matches = (pattern: string, message: string): CelRule => ({
+  rule: `self.matches('${pattern.replaceAll('\\', '\\\\')}')`,
+  message,
+});
+
+const iscsiNameSchema = (what: string): OpenApiSchema => ({
+  type: 'string',
+  maxLength: LIMITS.iscsiNameMaxLength,
+  description: `${what}: iqn.YYYY-MM.<reversed domain>[:<name>], eui.<16 hex digits> or naa.<16 or 32 hex digits> (RFC 3720 §3.2.6.3).`,
+  'x-kubernetes-validations': [matches(PATTERNS.iscsiName, 'must be an iSCSI name: iqn.YYYY-MM.<reversed domain>[:<name>] (e.g. iqn.2003-01.org.example:disk1), eui.<16 hex digits> or naa.<16 or 32 hex digits>')],
+});
+
 const specSchema: OpenApiSchema = {
   type: 'object',
   description: 'The disk the user wants attached to a VM.',
-  required: ['vmName', 'capacity'],
+  required: ['vmName'],
   properties: {
     vmName: {
       type: 'string',
@@ -97,7 +125,7 @@ const specSchema: OpenApiSchema = {
     },
     capacity: {
       'x-kubernetes-int-or-string': true,
-      description: 'Size as a Kubernetes quantity (e.g. 256Mi, 1Gi, 10G); a positive multiple of the logical block size.',
+      description: 'Size as a Kubernetes quantity (e.g. 256Mi, 1Gi, 10G); a positive multiple of the logical block size. Required, except for deviceType lun (the device\'s own capacity; not allowed there).',
     },
     source: {
       type: 'object',
@@ -126,9 +154,30 @@ const specSchema: OpenApiSchema = {
         },
         hostDevice: {
           type: 'object',
-          description: 'A host SCSI device passed through (deviceType lun).',
+          description: 'A host SCSI device passed through whole (deviceType lun): the guest sends its SCSI commands to it (SG_IO).',
           required: ['path'],
-          properties: { path: pathSchema('Absolute path of the device, preferably /dev/disk/by-id/….') },
+          properties: {
+            path: {
+              ...pathSchema('Absolute path under /dev/ of the block device or its /dev/sg* node; the stable /dev/disk/by-id/… link is expected (a /dev/sdX name can change at reboot).'),
+              'x-kubernetes-validations': [matches(PATTERNS.hostDevicePath, 'must be a path under /dev/ without "." or ".." segments, normally the device\'s /dev/disk/by-id/… link')],
+            },
+          },
+        },
+        iscsi: {
+          type: 'object',
+          description: 'An iSCSI LUN passed through whole (deviceType lun), reached by the engine itself (the host kernel need not see it).',
+          required: ['portal', 'iqn', 'lun'],
+          properties: {
+            portal: {
+              type: 'string',
+              maxLength: LIMITS.portalMaxLength,
+              'x-kubernetes-validations': [matches(PATTERNS.iscsiPortal, `must be host:port (port 1–65535) or host (port ${DEFAULTS.iscsiPort}), the host a DNS name, an IPv4 address or a bracketed IPv6 address`)],
+              description: `host:port or host (port ${DEFAULTS.iscsiPort}); the host a DNS name, an IPv4 address or a bracketed IPv6 address.`,
+            },
+            iqn: iscsiNameSchema('Target name'),
+            lun: { type: 'integer', minimum: 0, maximum: LIMITS.maxIscsiLun, description: `LUN at the target (0–${LIMITS.maxIscsiLun}).` },
+            initiatorName: iscsiNameSchema('Initiator name the engine logs in with (default: the engine\'s own)'),
+          },
         },
       },
     },
@@ -142,14 +191,14 @@ const specSchema: OpenApiSchema = {
       type: 'string',
       enum: DEVICE_TYPES,
       default: DEFAULTS.deviceType,
-      description: 'disk: an emulated SCSI disk; lun: SCSI passthrough of source.hostDevice.',
+      description: 'disk: an emulated SCSI disk; lun: a whole real SCSI LUN (source.hostDevice or source.iscsi) whose identity, capacity and block size the guest sees as they are.',
     },
     serial: {
       type: 'string',
       minLength: 1,
       maxLength: LIMITS.serialMaxLength,
       pattern: PATTERNS.serial,
-      description: 'Unit serial number (VPD page 0x80): 1–20 printable ASCII characters, no leading or trailing space. Derived from the resource UID when absent. Immutable once set.',
+      description: 'Unit serial number (VPD page 0x80): 1–20 printable ASCII characters, no leading or trailing space. Derived from the resource UID when absent. deviceType lun: the serial the device must have (attach refuses another device); absent: whatever it has. Immutable once set.',
       'x-kubernetes-validations': [
         { rule: `self.size() <= ${LIMITS.serialMaxLength} && self.matches('${PATTERNS.serial.replaceAll('\\', '\\\\')}')`, message: `spec.serial must be 1–${LIMITS.serialMaxLength} printable ASCII characters without leading or trailing space` },
         immutable('spec.serial', 'the guest knows the disk by it'),
@@ -158,22 +207,22 @@ const specSchema: OpenApiSchema = {
     wwn: {
       type: 'string',
       pattern: PATTERNS.wwn,
-      description: 'NAA world wide name (VPD page 0x83): 16 hex digits starting 2, 3 or 5, or 32 starting 6; optional 0x. Derived from the resource UID when absent. Immutable once set.',
+      description: 'NAA world wide name (VPD page 0x83): 16 hex digits starting 2, 3 or 5, or 32 starting 6; optional 0x. Derived from the resource UID when absent. deviceType lun: the WWN the device must have (attach refuses another device); absent: whatever it has. Immutable once set.',
       'x-kubernetes-validations': [immutable('spec.wwn', 'the guest knows the disk by it')],
     },
-    readOnly: { type: 'boolean', default: DEFAULTS.readOnly, description: 'Expose the disk write-protected.' },
+    // No schema defaults for readOnly and the block sizes: deviceType lun must
+    // not have them, and a default would put them there (validate.ts applies them).
+    readOnly: { type: 'boolean', description: `Expose the disk write-protected (default ${DEFAULTS.readOnly}). Not for deviceType lun.` },
     logicalBlockSize: {
       type: 'integer',
       enum: BLOCK_SIZES,
-      default: DEFAULTS.logicalBlockSize,
-      description: 'Logical block size in bytes (512 or 4096).',
+      description: `Logical block size in bytes (512 or 4096; default ${DEFAULTS.logicalBlockSize}). Not for deviceType lun.`,
       'x-kubernetes-validations': [{ rule: 'self == 512 || self == 4096', message: 'spec.logicalBlockSize must be 512 or 4096' }],
     },
     physicalBlockSize: {
       type: 'integer',
       enum: BLOCK_SIZES,
-      default: DEFAULTS.physicalBlockSize,
-      description: 'Physical block size in bytes (512 or 4096), at least the logical block size.',
+      description: `Physical block size in bytes (512 or 4096; default ${DEFAULTS.physicalBlockSize}), at least the logical block size. Not for deviceType lun.`,
       'x-kubernetes-validations': [{ rule: 'self == 512 || self == 4096', message: 'spec.physicalBlockSize must be 512 or 4096' }],
     },
     ioProfile: {
@@ -189,11 +238,23 @@ const specSchema: OpenApiSchema = {
       maximum: LIMITS.maxNumQueues,
       description: 'Request queues wanted on the disk\'s controller (the largest wish on a controller wins; default 1).',
     },
+    rawio: {
+      type: 'boolean',
+      description: `deviceType lun only: let the guest send the commands refused by default because they can harm the host or other users of the device (WRITE BUFFER, ATA PASS-THROUGH, SECURITY PROTOCOL OUT, MAINTENANCE OUT, vendor-specific); default ${DEFAULTS.rawio}.`,
+    },
   },
   'x-kubernetes-validations': [
     { rule: 'has(self.source) || has(self.storageClassName)', message: 'one of source or storageClassName is required' },
     { rule: "!has(self.physicalBlockSize) || self.physicalBlockSize >= (has(self.logicalBlockSize) ? self.logicalBlockSize : 512)", message: 'physicalBlockSize must be at least logicalBlockSize' },
-    { rule: "self.deviceType != 'lun' || (has(self.source) && has(self.source.hostDevice))", message: 'deviceType lun needs source.hostDevice' },
+    { rule: `${IS_LUN} || has(self.capacity)`, message: 'spec.capacity is required (except for deviceType lun, whose capacity is the device\'s own)', fieldPath: '.capacity', reason: 'FieldValueRequired' },
+    { rule: `!${IS_LUN} || ${HAS_DEVICE_SOURCE}`, message: 'deviceType lun needs source.hostDevice {path} or source.iscsi {portal, iqn, lun}', fieldPath: '.source' },
+    { rule: `!${HAS_DEVICE_SOURCE} || ${IS_LUN}`, message: 'source.hostDevice and source.iscsi pass a whole SCSI device through: set deviceType lun', fieldPath: '.deviceType' },
+    deviceOwn('capacity'),
+    deviceOwn('logicalBlockSize'),
+    deviceOwn('physicalBlockSize'),
+    deviceOwn('readOnly'),
+    { rule: `!${IS_LUN} || !has(self.storageClassName)`, message: 'spec.storageClassName is not used by deviceType lun (the device is the storage); remove it', fieldPath: '.storageClassName', reason: 'FieldValueForbidden' },
+    { rule: `!has(self.rawio) || ${IS_LUN}`, message: 'spec.rawio applies to deviceType lun only; remove it', fieldPath: '.rawio', reason: 'FieldValueForbidden' },
     { rule: "self.ioProfile != 'dedicated' || !has(self.address) || !has(self.address.controller) || self.address.controller != 0", message: 'controller 0 is the shared controller; a dedicated disk needs address.controller from 1 up, or none', fieldPath: '.address.controller' },
     // Identity fields may not be dropped once set (the property rules above keep them from changing).
     { rule: '!has(oldSelf.serial) || has(self.serial)', message: 'spec.serial may not be removed once set', fieldPath: '.serial', reason: 'FieldValueForbidden' },

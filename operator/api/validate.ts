@@ -19,6 +19,7 @@ import {
   type DeviceType,
   type DiskSource,
   type IoProfile,
+  type IscsiSource,
   type NormalizedVirtualDisk,
   type PinnedAddress,
 } from './virtualdisk.ts';
@@ -37,15 +38,21 @@ export type ValidationResult =
 /** The spec fields the validator knows (schema.test.ts checks the schema has the same). */
 export const SPEC_FIELDS = [
   'vmName', 'capacity', 'source', 'storageClassName', 'deviceType', 'serial', 'wwn',
-  'readOnly', 'logicalBlockSize', 'physicalBlockSize', 'ioProfile', 'address', 'numQueues',
+  'readOnly', 'logicalBlockSize', 'physicalBlockSize', 'ioProfile', 'address', 'numQueues', 'rawio',
 ] as const;
 const TOP_FIELDS = ['apiVersion', 'kind', 'metadata', 'spec', 'status'] as const;
-const SOURCE_KINDS = ['file', 'pvc', 'hostDevice'] as const;
+const SOURCE_KINDS = ['file', 'pvc', 'hostDevice', 'iscsi'] as const;
+const SOURCE_KINDS_TEXT = 'exactly one of file, pvc (deviceType disk), hostDevice, iscsi (deviceType lun)';
+/** Spec fields a lun disk takes from its device, and why each is refused. */
+const DEVICE_OWN_FIELDS = ['capacity', 'logicalBlockSize', 'physicalBlockSize', 'readOnly'] as const;
 
 const dns1123Label = new RegExp(PATTERNS.dns1123Label);
 const dns1123Subdomain = new RegExp(PATTERNS.dns1123Subdomain);
 const serialPattern = new RegExp(PATTERNS.serial);
 const wwnPattern = new RegExp(PATTERNS.wwn);
+const hostDevicePattern = new RegExp(PATTERNS.hostDevicePath);
+const portalPattern = new RegExp(PATTERNS.iscsiPortal);
+const iscsiNamePattern = new RegExp(PATTERNS.iscsiName);
 
 type Obj = Record<string, unknown>;
 
@@ -124,7 +131,7 @@ class Checker {
 
 function checkSource(c: Checker, value: unknown): DiskSource | undefined {
   if (!isObject(value)) {
-    c.add('spec.source', `${describe(value)} is not an object; allowed: exactly one of file, pvc, hostDevice`);
+    c.add('spec.source', `${describe(value)} is not an object; allowed: ${SOURCE_KINDS_TEXT}`);
     return undefined;
   }
   const kinds = Object.keys(value);
@@ -132,7 +139,7 @@ function checkSource(c: Checker, value: unknown): DiskSource | undefined {
   const present = SOURCE_KINDS.filter((k) => k in value);
   if (present.length === 0 && kinds.length > 0) return undefined; // only unknown members, already reported
   if (present.length !== 1) {
-    c.add('spec.source', `has ${present.length === 0 ? 'no source' : present.join(' and ')}; allowed: exactly one of file, pvc, hostDevice`);
+    c.add('spec.source', `has ${present.length === 0 ? 'no source' : present.join(' and ')}; allowed: ${SOURCE_KINDS_TEXT}`);
     return undefined;
   }
   if (kinds.length !== 1) return undefined; // unknown members already reported
@@ -140,7 +147,8 @@ function checkSource(c: Checker, value: unknown): DiskSource | undefined {
   const member = value[kind];
   const field = `spec.source.${kind}`;
   if (!isObject(member)) {
-    c.add(field, `${describe(member)} is not an object; allowed: ${kind === 'pvc' ? '{claimName}' : '{path}'}`);
+    const shape = kind === 'pvc' ? '{claimName}' : kind === 'iscsi' ? '{portal, iqn, lun, initiatorName?}' : '{path}';
+    c.add(field, `${describe(member)} is not an object; allowed: ${shape}`);
     return undefined;
   }
   if (kind === 'pvc') {
@@ -148,10 +156,50 @@ function checkSource(c: Checker, value: unknown): DiskSource | undefined {
     const claimName = c.dnsName(member.claimName, `${field}.claimName`, 'subdomain');
     return claimName === undefined ? undefined : { pvc: { claimName } };
   }
+  if (kind === 'iscsi') return checkIscsi(c, member);
   c.unknownFields(member, `${field}.`, ['path']);
   const path = c.path(member.path, `${field}.path`, kind === 'hostDevice');
   if (path === undefined) return undefined;
-  return kind === 'file' ? { file: { path } } : { hostDevice: { path } };
+  if (kind === 'file') return { file: { path } };
+  if (!hostDevicePattern.test(path)) {
+    c.add(`${field}.path`, `${describe(path)} is not a device path; allowed: a path under /dev/ without "." or ".." segments, normally the stable /dev/disk/by-id/… link of the device`);
+    return undefined;
+  }
+  return { hostDevice: { path } };
+}
+
+/** An iSCSI name (RFC 3720 §3.2.6.3), or an error naming the allowed forms. */
+function iscsiName(c: Checker, value: unknown, field: string): string | undefined {
+  if (typeof value !== 'string' || value.length > LIMITS.iscsiNameMaxLength || !iscsiNamePattern.test(value)) {
+    c.add(field, `${describe(value)} is not an iSCSI name; allowed: iqn.YYYY-MM.<reversed domain>[:<name>] (e.g. iqn.2003-01.org.example:disk1), eui.<16 hex digits> or naa.<16 or 32 hex digits>, at most ${LIMITS.iscsiNameMaxLength} characters`);
+    return undefined;
+  }
+  return value;
+}
+
+/** source.iscsi: the portal is normalised to host:port (RFC 7143 §13.2 default port). */
+function checkIscsi(c: Checker, member: Record<string, unknown>): DiskSource | undefined {
+  const field = 'spec.source.iscsi';
+  c.unknownFields(member, `${field}.`, ['portal', 'iqn', 'lun', 'initiatorName']);
+  let portal: string | undefined;
+  const p = member.portal;
+  if (typeof p !== 'string' || p.length > LIMITS.portalMaxLength || !portalPattern.test(p)) {
+    c.add(`${field}.portal`, `${describe(p)} is not a portal; allowed: host:port (port 1–65535) or host (port ${DEFAULTS.iscsiPort}), the host a DNS name, an IPv4 address or a bracketed IPv6 address such as [2001:db8::1]:3260`);
+  } else {
+    const hasPort = p.startsWith('[') ? p.includes(']:') : p.includes(':');
+    portal = hasPort ? p : `${p}:${DEFAULTS.iscsiPort}`;
+  }
+  const iqn = iscsiName(c, member.iqn, `${field}.iqn`);
+  const lun = c.integerIn(member.lun, `${field}.lun`, 0, LIMITS.maxIscsiLun);
+  let initiatorName: string | undefined;
+  if (member.initiatorName !== undefined) {
+    initiatorName = iscsiName(c, member.initiatorName, `${field}.initiatorName`);
+    if (initiatorName === undefined) return undefined;
+  }
+  if (portal === undefined || iqn === undefined || lun === undefined) return undefined;
+  const iscsi: IscsiSource = { portal, iqn, lun };
+  if (initiatorName !== undefined) iscsi.initiatorName = initiatorName;
+  return { iscsi };
 }
 
 function checkAddress(c: Checker, value: unknown): PinnedAddress | undefined {
@@ -209,14 +257,22 @@ export function validateVirtualDisk(input: unknown): ValidationResult {
 
   const deviceType: DeviceType | undefined = spec.deviceType === undefined ? DEFAULTS.deviceType : c.oneOf(spec.deviceType, 'spec.deviceType', DEVICE_TYPES);
   const ioProfile: IoProfile | undefined = spec.ioProfile === undefined ? DEFAULTS.ioProfile : c.oneOf(spec.ioProfile, 'spec.ioProfile', IO_PROFILES);
-  const logical: BlockSize | undefined = spec.logicalBlockSize === undefined ? DEFAULTS.logicalBlockSize : c.oneOf(spec.logicalBlockSize, 'spec.logicalBlockSize', BLOCK_SIZES);
-  const physical: BlockSize | undefined = spec.physicalBlockSize === undefined ? DEFAULTS.physicalBlockSize : c.oneOf(spec.physicalBlockSize, 'spec.physicalBlockSize', BLOCK_SIZES);
+  // deviceType lun: geometry and write protection are the device's own (checked below).
+  const lun = deviceType === 'lun';
+  const logical: BlockSize | undefined = lun || spec.logicalBlockSize === undefined ? DEFAULTS.logicalBlockSize : c.oneOf(spec.logicalBlockSize, 'spec.logicalBlockSize', BLOCK_SIZES);
+  const physical: BlockSize | undefined = lun || spec.physicalBlockSize === undefined ? DEFAULTS.physicalBlockSize : c.oneOf(spec.physicalBlockSize, 'spec.physicalBlockSize', BLOCK_SIZES);
   if (logical !== undefined && physical !== undefined && physical < logical) {
     c.add('spec.physicalBlockSize', `${physical} is smaller than logicalBlockSize ${logical}; allowed: ${BLOCK_SIZES.filter((b) => b >= logical).join(' or ')}`);
   }
 
   let capacityBytes: number | undefined;
-  if (spec.capacity === undefined) {
+  if (lun) {
+    // The device's own: a lun disk states none of them (SBC-3 §5.16 READ CAPACITY, SPC-4 §7.5.7 WP bit).
+    for (const name of DEVICE_OWN_FIELDS) {
+      if (spec[name] !== undefined) c.add(`spec.${name}`, `is the device's own for deviceType lun (the guest sees what the device reports); remove spec.${name}`);
+    }
+    capacityBytes = 0;
+  } else if (spec.capacity === undefined) {
     c.add('spec.capacity', 'is required; allowed: a quantity such as "256Mi", "1Gi" or "10G"');
   } else {
     const parsed = parseByteQuantity(spec.capacity);
@@ -231,13 +287,26 @@ export function validateVirtualDisk(input: unknown): ValidationResult {
   if (spec.source !== undefined) source = checkSource(c, spec.source);
   let storageClassName: string | undefined;
   if (spec.storageClassName !== undefined) storageClassName = c.dnsName(spec.storageClassName, 'spec.storageClassName', 'subdomain');
-  if (spec.source === undefined && spec.storageClassName === undefined) {
-    c.add('spec.source', 'is required unless storageClassName is given; allowed: exactly one of file, pvc, hostDevice');
+  if (lun) {
+    if (spec.source === undefined) c.add('spec.source', 'is required for deviceType lun; allowed: source.hostDevice {path} or source.iscsi {portal, iqn, lun}');
+    else if (source !== undefined && !('hostDevice' in source || 'iscsi' in source)) {
+      c.add('spec.deviceType', `lun passes a real SCSI device through and needs source.hostDevice or source.iscsi, not source.${Object.keys(source)[0]}; allowed: deviceType disk for file or pvc sources`);
+    }
+    if (spec.storageClassName !== undefined) c.add('spec.storageClassName', 'is not used by deviceType lun (the device is the storage); remove it');
+  } else {
+    if (spec.source === undefined && spec.storageClassName === undefined) {
+      c.add('spec.source', 'is required unless storageClassName is given; allowed: source.file or source.pvc (with deviceType lun: source.hostDevice or source.iscsi)');
+    }
+    if (source !== undefined && ('hostDevice' in source || 'iscsi' in source) && deviceType !== undefined) {
+      c.add('spec.deviceType', `${deviceType} is an emulated disk, but source.${Object.keys(source)[0]} is a whole SCSI device passed through; allowed: deviceType lun for hostDevice and iscsi sources`);
+    }
   }
-  if (deviceType === 'lun' && spec.source !== undefined && source !== undefined && !('hostDevice' in source)) {
-    c.add('spec.deviceType', 'lun needs source.hostDevice; allowed: disk for file or pvc sources');
+  let rawio: boolean = DEFAULTS.rawio;
+  if (spec.rawio !== undefined) {
+    if (typeof spec.rawio !== 'boolean') c.add('spec.rawio', `${describe(spec.rawio)} is not allowed; allowed: true, false`);
+    else if (!lun) c.add('spec.rawio', 'applies to deviceType lun only (it lets the guest send every command to a real device); remove it');
+    else rawio = spec.rawio;
   }
-  if (deviceType === 'lun' && spec.source === undefined) c.add('spec.deviceType', 'lun needs source.hostDevice; allowed: disk without a source');
 
   let serial: string | undefined;
   if (spec.serial !== undefined) {
@@ -253,7 +322,7 @@ export function validateVirtualDisk(input: unknown): ValidationResult {
     } else wwn = normalizeWwn(spec.wwn);
   }
   let readOnly: boolean = DEFAULTS.readOnly;
-  if (spec.readOnly !== undefined) {
+  if (spec.readOnly !== undefined && !lun) {
     if (typeof spec.readOnly !== 'boolean') c.add('spec.readOnly', `${describe(spec.readOnly)} is not allowed; allowed: true, false`);
     else readOnly = spec.readOnly;
   }
@@ -273,7 +342,7 @@ export function validateVirtualDisk(input: unknown): ValidationResult {
   }
   const disk: NormalizedVirtualDisk = {
     name, namespace, key: diskKey(namespace, name), vmName, capacityBytes, source, deviceType,
-    readOnly, logicalBlockSize: logical, physicalBlockSize: physical, ioProfile,
+    readOnly, logicalBlockSize: logical, physicalBlockSize: physical, ioProfile, rawio,
   };
   if (uid !== undefined) disk.uid = uid;
   if (generation !== undefined) disk.generation = generation;

@@ -3,6 +3,7 @@
 
 #include "addon_data.h"
 #include "device_binding.h"
+#include "passthrough_binding.h"
 #include "system_binding.h"
 #include "unix_socket.h"
 
@@ -14,6 +15,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vhba::initUnixSockets(env, exports);
   vhba::initDeviceBinding(env, exports);
   vhba::initSystemBinding(env, exports);
+  vhba::initPassthroughBinding(env, exports);
   return exports;
 }
 

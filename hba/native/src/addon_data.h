@@ -11,6 +11,7 @@ struct AddonData {
   Napi::FunctionReference unixConnection;
   Napi::FunctionReference unixListener;
   Napi::FunctionReference device;
+  Napi::FunctionReference passthroughDevice;
 };
 
 /** The AddonData of `env` (set up in addon.cc's Init). */

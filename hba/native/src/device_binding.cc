@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -14,6 +15,7 @@
 #include "addon_data.h"
 #include "device.h"
 #include "napi_util.h"
+#include "passthrough_binding.h"
 
 namespace vhba {
 namespace {
@@ -389,6 +391,10 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap>, public DeviceSink {
     addressArgs(info, target, lun);
     if (!arg(info, 2, "config").IsObject()) throw Napi::TypeError::New(env, "config must be an object");
     Napi::Object o = info[2].As<Napi::Object>();
+    if (!o.Get("device").IsUndefined()) {
+      setPassthroughLun(target, lun, o);
+      return env.Undefined();
+    }
     NativeLunConfig config;
     config.fd = toFd(o.Get("fd"), "fd", false);
     config.dsyncFd = toFd(o.Get("dsyncFd"), "dsyncFd", true);
@@ -400,6 +406,27 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap>, public DeviceSink {
     config.eligible = boolField(o, "eligible");
     translateErrors(env, [&] { device_->luns().add(target, lun, config); });
     return env.Undefined();
+  }
+
+  /** A 32-byte opcode bitmap (NativePassthroughLunConfig). */
+  static void bitmapField(Napi::Object o, const char* name, uint8_t (&out)[32]) {
+    Napi::Value v = o.Get(name);
+    if (!v.IsBuffer() || v.As<Napi::Buffer<uint8_t>>().Length() != 32)
+      throw Napi::TypeError::New(o.Env(), std::string(name) + " must be a 32-byte Buffer");
+    std::memcpy(out, v.As<Napi::Buffer<uint8_t>>().Data(), 32);
+  }
+
+  /** setLun for a NativePassthroughLunConfig (has `device`). */
+  void setPassthroughLun(uint32_t target, uint32_t lun, Napi::Object o) {
+    Napi::Env env = o.Env();
+    NativePassthroughLunConfig config;
+    config.transport = passthroughTransportOf(o.Get("device"));
+    bitmapField(o, "refusedOpcodes", config.refusedOpcodes);
+    bitmapField(o, "deferredOpcodes", config.deferredOpcodes);
+    config.timeoutMs = static_cast<uint32_t>(toUintMax(o.Get("timeoutMs"), "timeoutMs", 24u * 3600 * 1000));
+    if (config.timeoutMs == 0) throw Napi::RangeError::New(env, "timeoutMs must be > 0");
+    config.eligible = boolField(o, "eligible");
+    translateErrors(env, [&] { device_->luns().add(target, lun, config); });
   }
 
   Napi::Value updateLun(const Napi::CallbackInfo& info) {

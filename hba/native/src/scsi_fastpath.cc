@@ -38,6 +38,12 @@ constexpr Sense kLbaOutOfRange{0x05, 0x21, 0x00};
 constexpr Sense kWriteProtected{0x07, 0x27, 0x00};
 constexpr Sense kMediumErrorRead{0x03, 0x11, 0x00};
 constexpr Sense kMediumErrorWrite{0x03, 0x0c, 0x00};
+constexpr Sense kInvalidOpcode{0x05, 0x20, 0x00};  // ILLEGAL REQUEST / INVALID COMMAND OPERATION CODE
+
+// SBC-3 §5.22, §5.23: counted as flushes on a passthrough LUN.
+constexpr uint8_t kSyncCacheOpcodes[] = {0x35, 0x91};
+
+bool bitSet(const uint8_t* bitmap, uint8_t opcode) { return (bitmap[opcode >> 3] >> (opcode & 7)) & 1; }
 
 uint16_t be16(const uint8_t* p) { return static_cast<uint16_t>((p[0] << 8) | p[1]); }
 uint32_t be32(const uint8_t* p) {
@@ -139,13 +145,26 @@ int transferAll(int fd, bool write, const std::vector<GuestSegment>& segments, u
   return 0;
 }
 
-/** Writes virtio_scsi_cmd_resp (virtio 1.2 §5.6.6.1) with fixed-format sense
- * (SPC-4 §4.5.3, response code 70h, 18 bytes) when `sense` is given. */
-void writeResponse(const ChainSegments& chain, uint8_t status, uint32_t resid, const Sense* sense) {
+/** Writes virtio_scsi_cmd_resp (virtio 1.2 §5.6.6.1): sense_len, resid,
+ * status_qualifier 0, status, response, then `senseLength` (<= 96) sense bytes. */
+void writeRawResponse(const ChainSegments& chain, uint8_t status, uint32_t resid, uint8_t response,
+                      const uint8_t* senseBytes, uint32_t senseLength) {
   uint8_t resp[kResponseHeaderSize] = {};
+  senseLength = std::min<uint32_t>(senseLength, kSenseSize);
+  if (senseLength > 0) std::memcpy(resp + 12, senseBytes, senseLength);
+  std::memcpy(resp + 0, &senseLength, 4);  // little endian (virtqueue.h asserts the host is)
+  std::memcpy(resp + 4, &resid, 4);
+  resp[10] = status;
+  resp[11] = response;
+  copyToSegments(*chain.writable, 0, resp, sizeof resp);
+}
+
+/** Writes the response with fixed-format sense (SPC-4 §4.5.3, response code
+ * 70h, 18 bytes) when `sense` is given; response VIRTIO_SCSI_S_OK. */
+void writeResponse(const ChainSegments& chain, uint8_t status, uint32_t resid, const Sense* sense) {
+  uint8_t s[18] = {};
   uint32_t senseLength = 0;
   if (sense != nullptr) {
-    uint8_t* s = resp + 12;
     s[0] = 0x70;
     s[2] = sense->key & 0x0f;
     s[7] = 10;  // ADDITIONAL SENSE LENGTH
@@ -153,11 +172,7 @@ void writeResponse(const ChainSegments& chain, uint8_t status, uint32_t resid, c
     s[13] = sense->ascq;
     senseLength = 18;
   }
-  std::memcpy(resp + 0, &senseLength, 4);  // little endian (virtqueue.h asserts the host is)
-  std::memcpy(resp + 4, &resid, 4);
-  resp[10] = status;
-  resp[11] = 0;  // VIRTIO_SCSI_S_OK
-  copyToSegments(*chain.writable, 0, resp, sizeof resp);
+  writeRawResponse(chain, status, resid, VirtioScsiResponse::kOk, s, senseLength);
 }
 
 /** Releases a LUN taken with tryEnter at scope exit. */
@@ -188,6 +203,17 @@ NativeLun::NativeLun(const NativeLunConfig& config) {
                        config.writeCacheEnabled};
 }
 
+NativeLun::NativeLun(const NativePassthroughLunConfig& config) {
+  if (!config.transport) throw std::invalid_argument("a passthrough LUN needs an open device");
+  if (config.timeoutMs == 0) throw std::invalid_argument("timeoutMs must be > 0");
+  passthrough_ = std::make_unique<Passthrough>();
+  passthrough_->transport = config.transport;
+  std::memcpy(passthrough_->refused, config.refusedOpcodes, 32);
+  std::memcpy(passthrough_->deferred, config.deferredOpcodes, 32);
+  passthrough_->timeoutMs = config.timeoutMs;
+  eligible_ = config.eligible;
+}
+
 bool NativeLun::tryEnter() {
   std::lock_guard<std::mutex> lock(mutex_);
   if (!eligible_) return false;
@@ -206,6 +232,8 @@ void NativeLun::waitIdle() {
 }
 
 void NativeLun::update(const NativeLunUpdate& u) {
+  if (passthrough_ && (u.hasBlockCount || u.hasReadOnly || u.hasWriteCache))
+    throw std::invalid_argument("a passthrough LUN takes only eligible (its capacity and flags are the device's)");
   std::lock_guard<std::mutex> lock(mutex_);
   if (u.hasBlockCount) snapshot_.blockCount = u.blockCount;
   if (u.hasReadOnly) snapshot_.readOnly = u.readOnly;
@@ -227,7 +255,15 @@ NativeLunCounters NativeLun::counters() const {
 void LunTable::add(uint32_t target, uint32_t lun, const NativeLunConfig& config) {
   if (target > 255 || lun > kMaxLun) throw std::invalid_argument("target must be 0..255 and lun 0..16383");
   if (!config.readOnly && config.dsyncFd < 0) throw std::invalid_argument("a writable LUN needs dsyncFd");
-  auto entry = std::make_shared<NativeLun>(config);  // dups the fds
+  insert(target, lun, std::make_shared<NativeLun>(config));  // dups the fds
+}
+
+void LunTable::add(uint32_t target, uint32_t lun, const NativePassthroughLunConfig& config) {
+  if (target > 255 || lun > kMaxLun) throw std::invalid_argument("target must be 0..255 and lun 0..16383");
+  insert(target, lun, std::make_shared<NativeLun>(config));
+}
+
+void LunTable::insert(uint32_t target, uint32_t lun, std::shared_ptr<NativeLun> entry) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (!luns_.emplace(key(target, lun), std::move(entry)).second)
     throw std::invalid_argument("target " + std::to_string(target) + " lun " + std::to_string(lun) +
@@ -259,12 +295,126 @@ std::shared_ptr<NativeLun> LunTable::find(uint32_t target, uint32_t lun) const {
   return it == luns_.end() ? nullptr : it->second;
 }
 
+size_t cdbLengthOf(const uint8_t* cdb, size_t available) {
+  size_t length = 0;
+  switch (cdb[0] >> 5) {  // GROUP CODE (SPC-4 §4.2.5.1, table 8)
+    case 0: length = 6; break;
+    case 1: case 2: length = 10; break;
+    case 4: length = 16; break;
+    case 5: length = 12; break;
+    case 3:
+      // 7Fh: variable length CDB (SPC-4 §4.2.4), ADDITIONAL CDB LENGTH in byte 7.
+      if (cdb[0] == 0x7f && available >= 8) length = size_t{cdb[7]} + 8;
+      break;
+    default: break;  // 6, 7: vendor specific; their lengths are unknown here
+  }
+  return length <= available ? length : 0;
+}
+
+namespace {
+
+/** The passthrough half of tryExecuteScsiRequest: `req` is the request header
+ * and CDB already copied out of the chain. */
+FastPathResult executePassthrough(const ChainSegments& chain, NativeLun& lun, const uint8_t* req,
+                                  uint32_t& usedLength) {
+  const NativeLun::Passthrough& pt = *lun.passthrough();
+  const uint8_t* cdb = req + kCdbOffset;
+  const uint8_t opcode = cdb[0];
+  if (bitSet(pt.deferred, opcode)) return FastPathResult::kDeferred;
+  const uint64_t dataOutLength = chain.readableLength - kRequestHeaderSize;
+  const uint64_t dataInLength = chain.writableLength - kResponseHeaderSize;
+  if (bitSet(pt.refused, opcode)) {
+    // Residual as framing.ts computes it when no data moved.
+    const uint64_t resid = dataInLength > 0 ? dataInLength : dataOutLength;
+    writeResponse(chain, kStatusCheckCondition, static_cast<uint32_t>(std::min<uint64_t>(resid, UINT32_MAX)), &kInvalidOpcode);
+    usedLength = kResponseHeaderSize;
+    return FastPathResult::kCompleted;
+  }
+  // Bidirectional: JS refuses it (INVALID FIELD IN CDB). Unknown CDB length:
+  // JS decides. Lengths beyond what SG_IO / iSCSI describe: JS.
+  if (dataOutLength > 0 && dataInLength > 0) return FastPathResult::kDeferred;
+  const size_t cdbLength = cdbLengthOf(cdb, kCdbSize);
+  if (cdbLength == 0) return FastPathResult::kDeferred;
+  const bool toDevice = dataOutLength > 0;
+  const uint64_t dataLength = toDevice ? dataOutLength : dataInLength;
+  if (dataLength > UINT32_MAX - kResponseHeaderSize) return FastPathResult::kDeferred;
+
+  // The data buffers, straight into guest memory (skipping the headers).
+  thread_local std::vector<iovec> iov;
+  iov.clear();
+  const std::vector<GuestSegment>& segments = toDevice ? *chain.readable : *chain.writable;
+  uint64_t skip = toDevice ? kRequestHeaderSize : kResponseHeaderSize;
+  uint64_t gathered = 0;
+  for (const GuestSegment& seg : segments) {
+    if (skip >= seg.length) {
+      skip -= seg.length;
+      continue;
+    }
+    const uint64_t take = seg.length - skip;
+    iov.push_back(iovec{seg.host + skip, static_cast<size_t>(take)});
+    gathered += take;
+    skip = 0;
+    if (iov.size() > pt.transport->maxSegments()) return FastPathResult::kDeferred;  // JS bounces it
+  }
+  if (gathered != dataLength) return FastPathResult::kDeferred;  // cannot happen: lengths are the chain's
+
+  PassthroughCommand command;
+  command.cdb = cdb;
+  command.cdbLength = cdbLength;
+  command.direction = dataLength == 0 ? DataDirection::kNone : toDevice ? DataDirection::kToDevice : DataDirection::kFromDevice;
+  command.iov = iov.data();
+  command.iovCount = iov.size();
+  command.dataLength = static_cast<uint32_t>(dataLength);
+  command.timeoutMs = pt.timeoutMs;
+  thread_local PassthroughResult result;
+  pt.transport->execute(command, result);
+
+  const bool ok = result.response == VirtioScsiResponse::kOk;
+  const uint32_t resid = ok ? std::min<uint32_t>(result.residual, command.dataLength) : command.dataLength;
+  const uint32_t transferred = command.dataLength - resid;
+  writeRawResponse(chain, ok ? result.status : 0, resid, result.response, result.sense, ok ? result.senseLength : 0);
+  usedLength = static_cast<uint32_t>(kResponseHeaderSize + (toDevice ? 0 : transferred));
+
+  PassthroughCounters& device = pt.transport->counters;
+  if (!ok) {
+    lun.errors.fetch_add(1, std::memory_order_relaxed);
+    device.errors.fetch_add(1, std::memory_order_relaxed);
+  } else if (result.status == kStatusGood && command.direction == DataDirection::kFromDevice) {
+    lun.reads.fetch_add(1, std::memory_order_relaxed);
+    lun.bytesRead.fetch_add(transferred, std::memory_order_relaxed);
+    device.reads.fetch_add(1, std::memory_order_relaxed);
+    device.bytesRead.fetch_add(transferred, std::memory_order_relaxed);
+  } else if (result.status == kStatusGood && command.direction == DataDirection::kToDevice) {
+    lun.writes.fetch_add(1, std::memory_order_relaxed);
+    lun.bytesWritten.fetch_add(transferred, std::memory_order_relaxed);
+    device.writes.fetch_add(1, std::memory_order_relaxed);
+    device.bytesWritten.fetch_add(transferred, std::memory_order_relaxed);
+  } else if (result.status == kStatusGood && (opcode == kSyncCacheOpcodes[0] || opcode == kSyncCacheOpcodes[1])) {
+    lun.flushes.fetch_add(1, std::memory_order_relaxed);
+    device.flushes.fetch_add(1, std::memory_order_relaxed);
+  }
+  return FastPathResult::kCompleted;
+}
+
+}  // namespace
+
 FastPathResult tryExecuteScsiRequest(const ChainSegments& chain, const LunTable& table, uint32_t& usedLength) {
+  if (table.empty()) return FastPathResult::kDeferred;
   // Too short to frame: the JS path reports the violation.
   if (chain.readableLength < kRequestHeaderSize || chain.writableLength < kResponseHeaderSize)
     return FastPathResult::kDeferred;
   uint8_t req[kRequestHeaderSize];  // header and CDB, copied once
   copyFromSegments(*chain.readable, 0, req, sizeof req);
+  uint32_t target = 0, lunNumber = 0;
+  if (!decodeLun(req, target, lunNumber)) return FastPathResult::kDeferred;
+  std::shared_ptr<NativeLun> lun = table.find(target, lunNumber);
+  if (!lun) return FastPathResult::kDeferred;  // unknown: JS answers
+  if (lun->passthrough() != nullptr) {
+    if (!lun->tryEnter()) return FastPathResult::kDeferred;  // not eligible: a unit attention of ours pending
+    LunHold hold(*lun);
+    return executePassthrough(chain, *lun, req, usedLength);
+  }
+
   const uint8_t* cdb = req + kCdbOffset;
   const uint8_t opcode = cdb[0];
   const bool isRead = opcode == kRead10 || opcode == kRead16;
@@ -283,10 +433,7 @@ FastPathResult tryExecuteScsiRequest(const ChainSegments& chain, const LunTable&
   const uint64_t blocks = long16 ? be32(cdb + 10) : be16(cdb + 7);
   const bool fua = !isSync && (flags & 0x08) != 0;
 
-  uint32_t target = 0, lunNumber = 0;
-  if (!decodeLun(req, target, lunNumber)) return FastPathResult::kDeferred;
-  std::shared_ptr<NativeLun> lun = table.find(target, lunNumber);
-  if (!lun || !lun->tryEnter()) return FastPathResult::kDeferred;  // unknown, or a unit attention pending
+  if (!lun->tryEnter()) return FastPathResult::kDeferred;  // a unit attention pending
   LunHold hold(*lun);
   const NativeLun::Snapshot unit = lun->snapshot();
 

@@ -11,6 +11,11 @@
 // answer with a sense this code does not build (INVALID FIELD IN CDB, short
 // buffers, zero-length transfers, READ/WRITE(6/12)) is deferred to them.
 //
+// A LUN may instead be a passthrough LUN (issue 8): then every command for it
+// is forwarded to its PassthroughTransport (SG_IO or libiscsi) with the
+// guest's data buffers, except opcodes refused (answered here with ILLEGAL
+// REQUEST) or deferred (to JS) by the LUN's two opcode bitmaps.
+//
 // No N-API here, so it can be unit-tested and fuzzed without Node.
 #pragma once
 
@@ -22,6 +27,7 @@
 #include <unordered_map>
 
 #include "fd_util.h"
+#include "passthrough.h"
 #include "virtqueue.h"
 
 namespace vhba {
@@ -38,6 +44,16 @@ struct NativeLunConfig {
   uint32_t maxTransferBlocks = 0;  // VPD B0h MAXIMUM TRANSFER LENGTH; longer → deferred
   bool readOnly = true;
   bool writeCacheEnabled = true;
+  bool eligible = false;
+};
+
+/** What JS registers for a passthrough LUN. Bitmaps: bit (opcode & 7) of
+ * byte (opcode >> 3). */
+struct NativePassthroughLunConfig {
+  std::shared_ptr<PassthroughTransport> transport;  // shared with the PassthroughDevice handle
+  uint8_t refusedOpcodes[32] = {};   // answered CHECK CONDITION 20h/00h, device untouched
+  uint8_t deferredOpcodes[32] = {};  // sent to JS
+  uint32_t timeoutMs = 30000;        // per command, > 0
   bool eligible = false;
 };
 
@@ -58,6 +74,18 @@ struct NativeLunCounters {
 class NativeLun {
  public:
   explicit NativeLun(const NativeLunConfig& config);  // dups the fds; throws on failure
+  /** A passthrough LUN; throws std::invalid_argument without a transport or timeout. */
+  explicit NativeLun(const NativePassthroughLunConfig& config);
+
+  /** A passthrough LUN's fixed part (never changes after registration). */
+  struct Passthrough {
+    std::shared_ptr<PassthroughTransport> transport;
+    uint8_t refused[32];
+    uint8_t deferred[32];
+    uint32_t timeoutMs;
+  };
+  /** The passthrough part, or nullptr for a file LUN. */
+  const Passthrough* passthrough() const { return passthrough_.get(); }
 
   /** Worker: takes the LUN for one command if it is eligible. */
   bool tryEnter();
@@ -65,6 +93,7 @@ class NativeLun {
   void exit();
   /** Owner: blocks until no command holds the LUN. */
   void waitIdle();
+  /** Throws std::invalid_argument when a passthrough LUN gets more than `eligible`. */
   void update(const NativeLunUpdate& u);
   NativeLunCounters counters() const;
 
@@ -85,6 +114,7 @@ class NativeLun {
 
  private:
   UniqueFd fd_, dsyncFd_;
+  std::unique_ptr<Passthrough> passthrough_;
   mutable std::mutex mutex_;
   std::condition_variable idle_;
   uint32_t users_ = 0;
@@ -97,6 +127,7 @@ class LunTable {
  public:
   /** Throws std::invalid_argument if the address is taken or the config is invalid. */
   void add(uint32_t target, uint32_t lun, const NativeLunConfig& config);
+  void add(uint32_t target, uint32_t lun, const NativePassthroughLunConfig& config);
   /** Throws std::invalid_argument if absent. */
   void update(uint32_t target, uint32_t lun, const NativeLunUpdate& u);
   /** Removes and returns the entry (nullptr if absent); commands already
@@ -107,6 +138,7 @@ class LunTable {
   bool empty() const { return count_.load(std::memory_order_relaxed) == 0; }
 
  private:
+  void insert(uint32_t target, uint32_t lun, std::shared_ptr<NativeLun> entry);
   static uint32_t key(uint32_t target, uint32_t lun) { return (target << 16) | lun; }
   mutable std::mutex mutex_;
   std::unordered_map<uint32_t, std::shared_ptr<NativeLun>> luns_;
@@ -117,11 +149,18 @@ class LunTable {
 enum class FastPathResult { kDeferred, kCompleted };
 
 /** Examines one request-queue chain (virtio 1.2 §5.6.6.1). If it is a READ(10/16),
- * WRITE(10/16) or SYNCHRONIZE CACHE(10/16) for an eligible LUN of `table`,
- * executes it, writes the response header (and data) into the chain's
+ * WRITE(10/16) or SYNCHRONIZE CACHE(10/16) for an eligible file LUN of
+ * `table`, or any command the native path takes for an eligible passthrough
+ * LUN, executes it, writes the response header (and data) into the chain's
  * writable buffers, sets `usedLength` and returns kCompleted; the caller puts
  * it on the used ring. Otherwise nothing was written and the chain must go to
- * JS (kDeferred). Blocking: does the file I/O on the calling thread. */
+ * JS (kDeferred). Blocking: does the file or device I/O on the calling thread
+ * (a passthrough command for at most its timeout, plus one reconnect). */
 FastPathResult tryExecuteScsiRequest(const ChainSegments& chain, const LunTable& table, uint32_t& usedLength);
+
+/** The CDB length an opcode's group code gives (SPC-4 §4.2.5.1): 6, 10, 12 or
+ * 16 bytes; 7Fh variable length: cdb[7] + 8. 0 when unknown (reserved group
+ * 3, vendor-specific groups 6 and 7) or longer than `available`. */
+size_t cdbLengthOf(const uint8_t* cdb, size_t available);
 
 }  // namespace vhba

@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file vhba/hba/v1/hba.proto.
  */
 export const file_vhba_hba_v1_hba: GenFile = /*@__PURE__*/
-  fileDesc("ChV2aGJhL2hiYS92MS9oYmEucHJvdG8SC3ZoYmEuaGJhLnYxIiYKB0FkZHJlc3MSDgoGdGFyZ2V0GAEgASgNEgsKA2x1bhgCIAEoDSJuChdDcmVhdGVDb250cm9sbGVyUmVxdWVzdBIKCgJpZBgBIAEoCRITCgtzb2NrZXRfcGF0aBgCIAEoCRIaChJudW1fcmVxdWVzdF9xdWV1ZXMYAyABKA0SFgoObWF4X3F1ZXVlX3NpemUYBCABKA0iGgoYQ3JlYXRlQ29udHJvbGxlclJlc3BvbnNlIiUKF0RlbGV0ZUNvbnRyb2xsZXJSZXF1ZXN0EgoKAmlkGAEgASgJIhoKGERlbGV0ZUNvbnRyb2xsZXJSZXNwb25zZSIbCgtGaWxlQmFja2luZxIMCgRwYXRoGAEgASgJIg8KDU1lbW9yeUJhY2tpbmcinQEKDUx1blBhcmFtZXRlcnMSEgoKc2l6ZV9ieXRlcxgBIAEoBBIaChJsb2dpY2FsX2Jsb2NrX3NpemUYAiABKA0SGwoTcGh5c2ljYWxfYmxvY2tfc2l6ZRgDIAEoDRIOCgZzZXJpYWwYBCABKAkSCwoDd3duGAUgASgJEhEKCXJlYWRfb25seRgGIAEoCBIPCgdwcm9kdWN0GAcgASgJIuMBChBBdHRhY2hMdW5SZXF1ZXN0EhUKDWNvbnRyb2xsZXJfaWQYASABKAkSJQoHYWRkcmVzcxgCIAEoCzIULnZoYmEuaGJhLnYxLkFkZHJlc3MSKAoEZmlsZRgDIAEoCzIYLnZoYmEuaGJhLnYxLkZpbGVCYWNraW5nSAASLAoGbWVtb3J5GAQgASgLMhoudmhiYS5oYmEudjEuTWVtb3J5QmFja2luZ0gAEi4KCnBhcmFtZXRlcnMYBSABKAsyGi52aGJhLmhiYS52MS5MdW5QYXJhbWV0ZXJzQgkKB2JhY2tpbmciEwoRQXR0YWNoTHVuUmVzcG9uc2UiUAoQRGV0YWNoTHVuUmVxdWVzdBIVCg1jb250cm9sbGVyX2lkGAEgASgJEiUKB2FkZHJlc3MYAiABKAsyFC52aGJhLmhiYS52MS5BZGRyZXNzIhMKEURldGFjaEx1blJlc3BvbnNlImQKEFJlc2l6ZUx1blJlcXVlc3QSFQoNY29udHJvbGxlcl9pZBgBIAEoCRIlCgdhZGRyZXNzGAIgASgLMhQudmhiYS5oYmEudjEuQWRkcmVzcxISCgpzaXplX2J5dGVzGAMgASgEIhMKEVJlc2l6ZUx1blJlc3BvbnNlIk8KD0ZsdXNoTHVuUmVxdWVzdBIVCg1jb250cm9sbGVyX2lkGAEgASgJEiUKB2FkZHJlc3MYAiABKAsyFC52aGJhLmhiYS52MS5BZGRyZXNzIhIKEEZsdXNoTHVuUmVzcG9uc2UibAoSU25hcHNob3RMdW5SZXF1ZXN0EhUKDWNvbnRyb2xsZXJfaWQYASABKAkSJQoHYWRkcmVzcxgCIAEoCzIULnZoYmEuaGJhLnYxLkFkZHJlc3MSGAoQZGVzdGluYXRpb25fcGF0aBgDIAEoCSIVChNTbmFwc2hvdEx1blJlc3BvbnNlIsIBCglMdW5TdGF0dXMSJQoHYWRkcmVzcxgBIAEoCzIULnZoYmEuaGJhLnYxLkFkZHJlc3MSFAoMYmFja2luZ19wYXRoGAIgASgJEi4KCnBhcmFtZXRlcnMYAyABKAsyGi52aGJhLmhiYS52MS5MdW5QYXJhbWV0ZXJzEg0KBXJlYWRzGAQgASgEEg4KBndyaXRlcxgFIAEoBBISCgpieXRlc19yZWFkGAYgASgEEhUKDWJ5dGVzX3dyaXR0ZW4YByABKAQiXQoSUmVxdWVzdFF1ZXVlU3RhdHVzEg0KBXF1ZXVlGAEgASgNEhAKCGNvbW1hbmRzGAIgASgEEhEKCWluX2ZsaWdodBgDIAEoDRITCgthdmFpbF9pbmRleBgEIAEoDSLBAQoQQ29udHJvbGxlclN0YXR1cxIKCgJpZBgBIAEoCRITCgtzb2NrZXRfcGF0aBgCIAEoCRIaChJudW1fcmVxdWVzdF9xdWV1ZXMYAyABKA0SEQoJY29ubmVjdGVkGAQgASgIEiQKBGx1bnMYBSADKAsyFi52aGJhLmhiYS52MS5MdW5TdGF0dXMSNwoOcmVxdWVzdF9xdWV1ZXMYBiADKAsyHy52aGJhLmhiYS52MS5SZXF1ZXN0UXVldWVTdGF0dXMiJAoWTGlzdENvbnRyb2xsZXJzUmVxdWVzdBIKCgJpZBgBIAEoCSJNChdMaXN0Q29udHJvbGxlcnNSZXNwb25zZRIyCgtjb250cm9sbGVycxgBIAMoCzIdLnZoYmEuaGJhLnYxLkNvbnRyb2xsZXJTdGF0dXMiEAoOR2V0SW5mb1JlcXVlc3QiVAoPR2V0SW5mb1Jlc3BvbnNlEg8KB3ZlcnNpb24YASABKAkSDQoFcmVhZHkYAiABKAgSEwoLY29udHJvbGxlcnMYAyABKA0SDAoEbHVucxgEIAEoDTL0BQoNRW5naW5lU2VydmljZRJfChBDcmVhdGVDb250cm9sbGVyEiQudmhiYS5oYmEudjEuQ3JlYXRlQ29udHJvbGxlclJlcXVlc3QaJS52aGJhLmhiYS52MS5DcmVhdGVDb250cm9sbGVyUmVzcG9uc2USXwoQRGVsZXRlQ29udHJvbGxlchIkLnZoYmEuaGJhLnYxLkRlbGV0ZUNvbnRyb2xsZXJSZXF1ZXN0GiUudmhiYS5oYmEudjEuRGVsZXRlQ29udHJvbGxlclJlc3BvbnNlEkoKCUF0dGFjaEx1bhIdLnZoYmEuaGJhLnYxLkF0dGFjaEx1blJlcXVlc3QaHi52aGJhLmhiYS52MS5BdHRhY2hMdW5SZXNwb25zZRJKCglEZXRhY2hMdW4SHS52aGJhLmhiYS52MS5EZXRhY2hMdW5SZXF1ZXN0Gh4udmhiYS5oYmEudjEuRGV0YWNoTHVuUmVzcG9uc2USSgoJUmVzaXplTHVuEh0udmhiYS5oYmEudjEuUmVzaXplTHVuUmVxdWVzdBoeLnZoYmEuaGJhLnYxLlJlc2l6ZUx1blJlc3BvbnNlEkcKCEZsdXNoTHVuEhwudmhiYS5oYmEudjEuRmx1c2hMdW5SZXF1ZXN0Gh0udmhiYS5oYmEudjEuRmx1c2hMdW5SZXNwb25zZRJQCgtTbmFwc2hvdEx1bhIfLnZoYmEuaGJhLnYxLlNuYXBzaG90THVuUmVxdWVzdBogLnZoYmEuaGJhLnYxLlNuYXBzaG90THVuUmVzcG9uc2USXAoPTGlzdENvbnRyb2xsZXJzEiMudmhiYS5oYmEudjEuTGlzdENvbnRyb2xsZXJzUmVxdWVzdBokLnZoYmEuaGJhLnYxLkxpc3RDb250cm9sbGVyc1Jlc3BvbnNlEkQKB0dldEluZm8SGy52aGJhLmhiYS52MS5HZXRJbmZvUmVxdWVzdBocLnZoYmEuaGJhLnYxLkdldEluZm9SZXNwb25zZWIGcHJvdG8z");
+  fileDesc("ChV2aGJhL2hiYS92MS9oYmEucHJvdG8SC3ZoYmEuaGJhLnYxIiYKB0FkZHJlc3MSDgoGdGFyZ2V0GAEgASgNEgsKA2x1bhgCIAEoDSJuChdDcmVhdGVDb250cm9sbGVyUmVxdWVzdBIKCgJpZBgBIAEoCRITCgtzb2NrZXRfcGF0aBgCIAEoCRIaChJudW1fcmVxdWVzdF9xdWV1ZXMYAyABKA0SFgoObWF4X3F1ZXVlX3NpemUYBCABKA0iGgoYQ3JlYXRlQ29udHJvbGxlclJlc3BvbnNlIiUKF0RlbGV0ZUNvbnRyb2xsZXJSZXF1ZXN0EgoKAmlkGAEgASgJIhoKGERlbGV0ZUNvbnRyb2xsZXJSZXNwb25zZSIbCgtGaWxlQmFja2luZxIMCgRwYXRoGAEgASgJIg8KDU1lbW9yeUJhY2tpbmciIQoRSG9zdERldmljZUJhY2tpbmcSDAoEcGF0aBgBIAEoCSJQCgxJc2NzaUJhY2tpbmcSDgoGcG9ydGFsGAEgASgJEgsKA2lxbhgCIAEoCRILCgNsdW4YAyABKA0SFgoOaW5pdGlhdG9yX25hbWUYBCABKAkiZQoRUGFzc3Rocm91Z2hQb2xpY3kSDQoFcmF3aW8YASABKAgSEgoKdGltZW91dF9tcxgCIAEoDRIUCgxleHBlY3RlZF93d24YAyABKAkSFwoPZXhwZWN0ZWRfc2VyaWFsGAQgASgJIs0BCg5EZXZpY2VJZGVudGl0eRIeChZwZXJpcGhlcmFsX2RldmljZV90eXBlGAEgASgNEg4KBnZlbmRvchgCIAEoCRIPCgdwcm9kdWN0GAMgASgJEhAKCHJldmlzaW9uGAQgASgJEg4KBnNlcmlhbBgFIAEoCRILCgN3d24YBiABKAkSGgoSbG9naWNhbF9ibG9ja19zaXplGAcgASgNEhsKE3BoeXNpY2FsX2Jsb2NrX3NpemUYCCABKA0SEgoKc2l6ZV9ieXRlcxgJIAEoBCKdAQoNTHVuUGFyYW1ldGVycxISCgpzaXplX2J5dGVzGAEgASgEEhoKEmxvZ2ljYWxfYmxvY2tfc2l6ZRgCIAEoDRIbChNwaHlzaWNhbF9ibG9ja19zaXplGAMgASgNEg4KBnNlcmlhbBgEIAEoCRILCgN3d24YBSABKAkSEQoJcmVhZF9vbmx5GAYgASgIEg8KB3Byb2R1Y3QYByABKAki+wIKEEF0dGFjaEx1blJlcXVlc3QSFQoNY29udHJvbGxlcl9pZBgBIAEoCRIlCgdhZGRyZXNzGAIgASgLMhQudmhiYS5oYmEudjEuQWRkcmVzcxIoCgRmaWxlGAMgASgLMhgudmhiYS5oYmEudjEuRmlsZUJhY2tpbmdIABIsCgZtZW1vcnkYBCABKAsyGi52aGJhLmhiYS52MS5NZW1vcnlCYWNraW5nSAASNQoLaG9zdF9kZXZpY2UYBiABKAsyHi52aGJhLmhiYS52MS5Ib3N0RGV2aWNlQmFja2luZ0gAEioKBWlzY3NpGAcgASgLMhkudmhiYS5oYmEudjEuSXNjc2lCYWNraW5nSAASLgoKcGFyYW1ldGVycxgFIAEoCzIaLnZoYmEuaGJhLnYxLkx1blBhcmFtZXRlcnMSMwoLcGFzc3Rocm91Z2gYCCABKAsyHi52aGJhLmhiYS52MS5QYXNzdGhyb3VnaFBvbGljeUIJCgdiYWNraW5nIkAKEUF0dGFjaEx1blJlc3BvbnNlEisKBmRldmljZRgBIAEoCzIbLnZoYmEuaGJhLnYxLkRldmljZUlkZW50aXR5IlAKEERldGFjaEx1blJlcXVlc3QSFQoNY29udHJvbGxlcl9pZBgBIAEoCRIlCgdhZGRyZXNzGAIgASgLMhQudmhiYS5oYmEudjEuQWRkcmVzcyITChFEZXRhY2hMdW5SZXNwb25zZSJkChBSZXNpemVMdW5SZXF1ZXN0EhUKDWNvbnRyb2xsZXJfaWQYASABKAkSJQoHYWRkcmVzcxgCIAEoCzIULnZoYmEuaGJhLnYxLkFkZHJlc3MSEgoKc2l6ZV9ieXRlcxgDIAEoBCITChFSZXNpemVMdW5SZXNwb25zZSJPCg9GbHVzaEx1blJlcXVlc3QSFQoNY29udHJvbGxlcl9pZBgBIAEoCRIlCgdhZGRyZXNzGAIgASgLMhQudmhiYS5oYmEudjEuQWRkcmVzcyISChBGbHVzaEx1blJlc3BvbnNlImwKElNuYXBzaG90THVuUmVxdWVzdBIVCg1jb250cm9sbGVyX2lkGAEgASgJEiUKB2FkZHJlc3MYAiABKAsyFC52aGJhLmhiYS52MS5BZGRyZXNzEhgKEGRlc3RpbmF0aW9uX3BhdGgYAyABKAkiFQoTU25hcHNob3RMdW5SZXNwb25zZSKDAwoJTHVuU3RhdHVzEiUKB2FkZHJlc3MYASABKAsyFC52aGJhLmhiYS52MS5BZGRyZXNzEhQKDGJhY2tpbmdfcGF0aBgCIAEoCRIuCgpwYXJhbWV0ZXJzGAMgASgLMhoudmhiYS5oYmEudjEuTHVuUGFyYW1ldGVycxINCgVyZWFkcxgEIAEoBBIOCgZ3cml0ZXMYBSABKAQSEgoKYnl0ZXNfcmVhZBgGIAEoBBIVCg1ieXRlc193cml0dGVuGAcgASgEEjMKC2hvc3RfZGV2aWNlGAggASgLMh4udmhiYS5oYmEudjEuSG9zdERldmljZUJhY2tpbmcSKAoFaXNjc2kYCSABKAsyGS52aGJhLmhiYS52MS5Jc2NzaUJhY2tpbmcSMwoLcGFzc3Rocm91Z2gYCiABKAsyHi52aGJhLmhiYS52MS5QYXNzdGhyb3VnaFBvbGljeRIrCgZkZXZpY2UYCyABKAsyGy52aGJhLmhiYS52MS5EZXZpY2VJZGVudGl0eSJdChJSZXF1ZXN0UXVldWVTdGF0dXMSDQoFcXVldWUYASABKA0SEAoIY29tbWFuZHMYAiABKAQSEQoJaW5fZmxpZ2h0GAMgASgNEhMKC2F2YWlsX2luZGV4GAQgASgNIsEBChBDb250cm9sbGVyU3RhdHVzEgoKAmlkGAEgASgJEhMKC3NvY2tldF9wYXRoGAIgASgJEhoKEm51bV9yZXF1ZXN0X3F1ZXVlcxgDIAEoDRIRCgljb25uZWN0ZWQYBCABKAgSJAoEbHVucxgFIAMoCzIWLnZoYmEuaGJhLnYxLkx1blN0YXR1cxI3Cg5yZXF1ZXN0X3F1ZXVlcxgGIAMoCzIfLnZoYmEuaGJhLnYxLlJlcXVlc3RRdWV1ZVN0YXR1cyIkChZMaXN0Q29udHJvbGxlcnNSZXF1ZXN0EgoKAmlkGAEgASgJIk0KF0xpc3RDb250cm9sbGVyc1Jlc3BvbnNlEjIKC2NvbnRyb2xsZXJzGAEgAygLMh0udmhiYS5oYmEudjEuQ29udHJvbGxlclN0YXR1cyIQCg5HZXRJbmZvUmVxdWVzdCJUCg9HZXRJbmZvUmVzcG9uc2USDwoHdmVyc2lvbhgBIAEoCRINCgVyZWFkeRgCIAEoCBITCgtjb250cm9sbGVycxgDIAEoDRIMCgRsdW5zGAQgASgNMvQFCg1FbmdpbmVTZXJ2aWNlEl8KEENyZWF0ZUNvbnRyb2xsZXISJC52aGJhLmhiYS52MS5DcmVhdGVDb250cm9sbGVyUmVxdWVzdBolLnZoYmEuaGJhLnYxLkNyZWF0ZUNvbnRyb2xsZXJSZXNwb25zZRJfChBEZWxldGVDb250cm9sbGVyEiQudmhiYS5oYmEudjEuRGVsZXRlQ29udHJvbGxlclJlcXVlc3QaJS52aGJhLmhiYS52MS5EZWxldGVDb250cm9sbGVyUmVzcG9uc2USSgoJQXR0YWNoTHVuEh0udmhiYS5oYmEudjEuQXR0YWNoTHVuUmVxdWVzdBoeLnZoYmEuaGJhLnYxLkF0dGFjaEx1blJlc3BvbnNlEkoKCURldGFjaEx1bhIdLnZoYmEuaGJhLnYxLkRldGFjaEx1blJlcXVlc3QaHi52aGJhLmhiYS52MS5EZXRhY2hMdW5SZXNwb25zZRJKCglSZXNpemVMdW4SHS52aGJhLmhiYS52MS5SZXNpemVMdW5SZXF1ZXN0Gh4udmhiYS5oYmEudjEuUmVzaXplTHVuUmVzcG9uc2USRwoIRmx1c2hMdW4SHC52aGJhLmhiYS52MS5GbHVzaEx1blJlcXVlc3QaHS52aGJhLmhiYS52MS5GbHVzaEx1blJlc3BvbnNlElAKC1NuYXBzaG90THVuEh8udmhiYS5oYmEudjEuU25hcHNob3RMdW5SZXF1ZXN0GiAudmhiYS5oYmEudjEuU25hcHNob3RMdW5SZXNwb25zZRJcCg9MaXN0Q29udHJvbGxlcnMSIy52aGJhLmhiYS52MS5MaXN0Q29udHJvbGxlcnNSZXF1ZXN0GiQudmhiYS5oYmEudjEuTGlzdENvbnRyb2xsZXJzUmVzcG9uc2USRAoHR2V0SW5mbxIbLnZoYmEuaGJhLnYxLkdldEluZm9SZXF1ZXN0GhwudmhiYS5oYmEudjEuR2V0SW5mb1Jlc3BvbnNlYgZwcm90bzM");
 
 /**
  * @generated from message vhba.hba.v1.Address
@@ -161,6 +161,175 @@ export const MemoryBackingSchema: GenMessage<MemoryBacking> = /*@__PURE__*/
   messageDesc(file_vhba_hba_v1_hba, 6);
 
 /**
+ * A whole host SCSI LUN the guest talks to directly (issue 8): a block
+ * device or /dev/sg* node, driven with SG_IO.
+ *
+ * @generated from message vhba.hba.v1.HostDeviceBacking
+ */
+export type HostDeviceBacking = Message<"vhba.hba.v1.HostDeviceBacking"> & {
+  /**
+   * absolute; a /dev/disk/by-id/ link is the stable choice
+   *
+   * @generated from field: string path = 1;
+   */
+  path: string;
+};
+
+/**
+ * Describes the message vhba.hba.v1.HostDeviceBacking.
+ * Use `create(HostDeviceBackingSchema)` to create a new message.
+ */
+export const HostDeviceBackingSchema: GenMessage<HostDeviceBacking> = /*@__PURE__*/
+  messageDesc(file_vhba_hba_v1_hba, 7);
+
+/**
+ * An iSCSI LUN reached from the engine itself (libiscsi).
+ *
+ * @generated from message vhba.hba.v1.IscsiBacking
+ */
+export type IscsiBacking = Message<"vhba.hba.v1.IscsiBacking"> & {
+  /**
+   * host:port, e.g. "192.0.2.10:3260"
+   *
+   * @generated from field: string portal = 1;
+   */
+  portal: string;
+
+  /**
+   * target name
+   *
+   * @generated from field: string iqn = 2;
+   */
+  iqn: string;
+
+  /**
+   * LUN at that target
+   *
+   * @generated from field: uint32 lun = 3;
+   */
+  lun: number;
+
+  /**
+   * empty → iqn.2026-11.io.vhba:<hostname>
+   *
+   * @generated from field: string initiator_name = 4;
+   */
+  initiatorName: string;
+};
+
+/**
+ * Describes the message vhba.hba.v1.IscsiBacking.
+ * Use `create(IscsiBackingSchema)` to create a new message.
+ */
+export const IscsiBackingSchema: GenMessage<IscsiBacking> = /*@__PURE__*/
+  messageDesc(file_vhba_hba_v1_hba, 8);
+
+/**
+ * How a passthrough LUN treats the guest's commands.
+ *
+ * @generated from message vhba.hba.v1.PassthroughPolicy
+ */
+export type PassthroughPolicy = Message<"vhba.hba.v1.PassthroughPolicy"> & {
+  /**
+   * allow WRITE BUFFER, ATA PASS-THROUGH, vendor-specific, ...
+   *
+   * @generated from field: bool rawio = 1;
+   */
+  rawio: boolean;
+
+  /**
+   * per command; 0 → 30000
+   *
+   * @generated from field: uint32 timeout_ms = 2;
+   */
+  timeoutMs: number;
+
+  /**
+   * attach fails unless the device's VPD 83h NAA designator is this (hex, no 0x)
+   *
+   * @generated from field: string expected_wwn = 3;
+   */
+  expectedWwn: string;
+
+  /**
+   * likewise for VPD 80h
+   *
+   * @generated from field: string expected_serial = 4;
+   */
+  expectedSerial: string;
+};
+
+/**
+ * Describes the message vhba.hba.v1.PassthroughPolicy.
+ * Use `create(PassthroughPolicySchema)` to create a new message.
+ */
+export const PassthroughPolicySchema: GenMessage<PassthroughPolicy> = /*@__PURE__*/
+  messageDesc(file_vhba_hba_v1_hba, 9);
+
+/**
+ * What a passthrough device reported about itself at attach.
+ *
+ * @generated from message vhba.hba.v1.DeviceIdentity
+ */
+export type DeviceIdentity = Message<"vhba.hba.v1.DeviceIdentity"> & {
+  /**
+   * @generated from field: uint32 peripheral_device_type = 1;
+   */
+  peripheralDeviceType: number;
+
+  /**
+   * @generated from field: string vendor = 2;
+   */
+  vendor: string;
+
+  /**
+   * @generated from field: string product = 3;
+   */
+  product: string;
+
+  /**
+   * @generated from field: string revision = 4;
+   */
+  revision: string;
+
+  /**
+   * VPD 80h, trimmed
+   *
+   * @generated from field: string serial = 5;
+   */
+  serial: string;
+
+  /**
+   * VPD 83h NAA designator, lowercase hex without 0x
+   *
+   * @generated from field: string wwn = 6;
+   */
+  wwn: string;
+
+  /**
+   * @generated from field: uint32 logical_block_size = 7;
+   */
+  logicalBlockSize: number;
+
+  /**
+   * @generated from field: uint32 physical_block_size = 8;
+   */
+  physicalBlockSize: number;
+
+  /**
+   * @generated from field: uint64 size_bytes = 9;
+   */
+  sizeBytes: bigint;
+};
+
+/**
+ * Describes the message vhba.hba.v1.DeviceIdentity.
+ * Use `create(DeviceIdentitySchema)` to create a new message.
+ */
+export const DeviceIdentitySchema: GenMessage<DeviceIdentity> = /*@__PURE__*/
+  messageDesc(file_vhba_hba_v1_hba, 10);
+
+/**
  * @generated from message vhba.hba.v1.LunParameters
  */
 export type LunParameters = Message<"vhba.hba.v1.LunParameters"> & {
@@ -215,7 +384,7 @@ export type LunParameters = Message<"vhba.hba.v1.LunParameters"> & {
  * Use `create(LunParametersSchema)` to create a new message.
  */
 export const LunParametersSchema: GenMessage<LunParameters> = /*@__PURE__*/
-  messageDesc(file_vhba_hba_v1_hba, 7);
+  messageDesc(file_vhba_hba_v1_hba, 11);
 
 /**
  * @generated from message vhba.hba.v1.AttachLunRequest
@@ -246,12 +415,33 @@ export type AttachLunRequest = Message<"vhba.hba.v1.AttachLunRequest"> & {
      */
     value: MemoryBacking;
     case: "memory";
+  } | {
+    /**
+     * @generated from field: vhba.hba.v1.HostDeviceBacking host_device = 6;
+     */
+    value: HostDeviceBacking;
+    case: "hostDevice";
+  } | {
+    /**
+     * @generated from field: vhba.hba.v1.IscsiBacking iscsi = 7;
+     */
+    value: IscsiBacking;
+    case: "iscsi";
   } | { case: undefined; value?: undefined };
 
   /**
+   * emulated backings only; ignored for passthrough
+   *
    * @generated from field: vhba.hba.v1.LunParameters parameters = 5;
    */
   parameters?: LunParameters | undefined;
+
+  /**
+   * passthrough backings only
+   *
+   * @generated from field: vhba.hba.v1.PassthroughPolicy passthrough = 8;
+   */
+  passthrough?: PassthroughPolicy | undefined;
 };
 
 /**
@@ -259,12 +449,18 @@ export type AttachLunRequest = Message<"vhba.hba.v1.AttachLunRequest"> & {
  * Use `create(AttachLunRequestSchema)` to create a new message.
  */
 export const AttachLunRequestSchema: GenMessage<AttachLunRequest> = /*@__PURE__*/
-  messageDesc(file_vhba_hba_v1_hba, 8);
+  messageDesc(file_vhba_hba_v1_hba, 12);
 
 /**
  * @generated from message vhba.hba.v1.AttachLunResponse
  */
 export type AttachLunResponse = Message<"vhba.hba.v1.AttachLunResponse"> & {
+  /**
+   * passthrough backings: what the guest will see
+   *
+   * @generated from field: vhba.hba.v1.DeviceIdentity device = 1;
+   */
+  device?: DeviceIdentity | undefined;
 };
 
 /**
@@ -272,7 +468,7 @@ export type AttachLunResponse = Message<"vhba.hba.v1.AttachLunResponse"> & {
  * Use `create(AttachLunResponseSchema)` to create a new message.
  */
 export const AttachLunResponseSchema: GenMessage<AttachLunResponse> = /*@__PURE__*/
-  messageDesc(file_vhba_hba_v1_hba, 9);
+  messageDesc(file_vhba_hba_v1_hba, 13);
 
 /**
  * @generated from message vhba.hba.v1.DetachLunRequest
@@ -294,7 +490,7 @@ export type DetachLunRequest = Message<"vhba.hba.v1.DetachLunRequest"> & {
  * Use `create(DetachLunRequestSchema)` to create a new message.
  */
 export const DetachLunRequestSchema: GenMessage<DetachLunRequest> = /*@__PURE__*/
-  messageDesc(file_vhba_hba_v1_hba, 10);
+  messageDesc(file_vhba_hba_v1_hba, 14);
 
 /**
  * @generated from message vhba.hba.v1.DetachLunResponse
@@ -307,7 +503,7 @@ export type DetachLunResponse = Message<"vhba.hba.v1.DetachLunResponse"> & {
  * Use `create(DetachLunResponseSchema)` to create a new message.
  */
 export const DetachLunResponseSchema: GenMessage<DetachLunResponse> = /*@__PURE__*/
-  messageDesc(file_vhba_hba_v1_hba, 11);
+  messageDesc(file_vhba_hba_v1_hba, 15);
 
 /**
  * @generated from message vhba.hba.v1.ResizeLunRequest
@@ -334,7 +530,7 @@ export type ResizeLunRequest = Message<"vhba.hba.v1.ResizeLunRequest"> & {
  * Use `create(ResizeLunRequestSchema)` to create a new message.
  */
 export const ResizeLunRequestSchema: GenMessage<ResizeLunRequest> = /*@__PURE__*/
-  messageDesc(file_vhba_hba_v1_hba, 12);
+  messageDesc(file_vhba_hba_v1_hba, 16);
 
 /**
  * @generated from message vhba.hba.v1.ResizeLunResponse
@@ -347,7 +543,7 @@ export type ResizeLunResponse = Message<"vhba.hba.v1.ResizeLunResponse"> & {
  * Use `create(ResizeLunResponseSchema)` to create a new message.
  */
 export const ResizeLunResponseSchema: GenMessage<ResizeLunResponse> = /*@__PURE__*/
-  messageDesc(file_vhba_hba_v1_hba, 13);
+  messageDesc(file_vhba_hba_v1_hba, 17);
 
 /**
  * @generated from message vhba.hba.v1.FlushLunRequest
@@ -369,7 +565,7 @@ export type FlushLunRequest = Message<"vhba.hba.v1.FlushLunRequest"> & {
  * Use `create(FlushLunRequestSchema)` to create a new message.
  */
 export const FlushLunRequestSchema: GenMessage<FlushLunRequest> = /*@__PURE__*/
-  messageDesc(file_vhba_hba_v1_hba, 14);
+  messageDesc(file_vhba_hba_v1_hba, 18);
 
 /**
  * @generated from message vhba.hba.v1.FlushLunResponse
@@ -382,7 +578,7 @@ export type FlushLunResponse = Message<"vhba.hba.v1.FlushLunResponse"> & {
  * Use `create(FlushLunResponseSchema)` to create a new message.
  */
 export const FlushLunResponseSchema: GenMessage<FlushLunResponse> = /*@__PURE__*/
-  messageDesc(file_vhba_hba_v1_hba, 15);
+  messageDesc(file_vhba_hba_v1_hba, 19);
 
 /**
  * @generated from message vhba.hba.v1.SnapshotLunRequest
@@ -411,7 +607,7 @@ export type SnapshotLunRequest = Message<"vhba.hba.v1.SnapshotLunRequest"> & {
  * Use `create(SnapshotLunRequestSchema)` to create a new message.
  */
 export const SnapshotLunRequestSchema: GenMessage<SnapshotLunRequest> = /*@__PURE__*/
-  messageDesc(file_vhba_hba_v1_hba, 16);
+  messageDesc(file_vhba_hba_v1_hba, 20);
 
 /**
  * @generated from message vhba.hba.v1.SnapshotLunResponse
@@ -424,7 +620,7 @@ export type SnapshotLunResponse = Message<"vhba.hba.v1.SnapshotLunResponse"> & {
  * Use `create(SnapshotLunResponseSchema)` to create a new message.
  */
 export const SnapshotLunResponseSchema: GenMessage<SnapshotLunResponse> = /*@__PURE__*/
-  messageDesc(file_vhba_hba_v1_hba, 17);
+  messageDesc(file_vhba_hba_v1_hba, 21);
 
 /**
  * @generated from message vhba.hba.v1.LunStatus
@@ -466,6 +662,34 @@ export type LunStatus = Message<"vhba.hba.v1.LunStatus"> & {
    * @generated from field: uint64 bytes_written = 7;
    */
   bytesWritten: bigint;
+
+  /**
+   * set for a host device passthrough LUN
+   *
+   * @generated from field: vhba.hba.v1.HostDeviceBacking host_device = 8;
+   */
+  hostDevice?: HostDeviceBacking | undefined;
+
+  /**
+   * set for an iSCSI passthrough LUN
+   *
+   * @generated from field: vhba.hba.v1.IscsiBacking iscsi = 9;
+   */
+  iscsi?: IscsiBacking | undefined;
+
+  /**
+   * passthrough LUNs
+   *
+   * @generated from field: vhba.hba.v1.PassthroughPolicy passthrough = 10;
+   */
+  passthrough?: PassthroughPolicy | undefined;
+
+  /**
+   * passthrough LUNs: the device's identity
+   *
+   * @generated from field: vhba.hba.v1.DeviceIdentity device = 11;
+   */
+  device?: DeviceIdentity | undefined;
 };
 
 /**
@@ -473,7 +697,7 @@ export type LunStatus = Message<"vhba.hba.v1.LunStatus"> & {
  * Use `create(LunStatusSchema)` to create a new message.
  */
 export const LunStatusSchema: GenMessage<LunStatus> = /*@__PURE__*/
-  messageDesc(file_vhba_hba_v1_hba, 18);
+  messageDesc(file_vhba_hba_v1_hba, 22);
 
 /**
  * One request queue of a connected controller (multiqueue diagnostics).
@@ -515,7 +739,7 @@ export type RequestQueueStatus = Message<"vhba.hba.v1.RequestQueueStatus"> & {
  * Use `create(RequestQueueStatusSchema)` to create a new message.
  */
 export const RequestQueueStatusSchema: GenMessage<RequestQueueStatus> = /*@__PURE__*/
-  messageDesc(file_vhba_hba_v1_hba, 19);
+  messageDesc(file_vhba_hba_v1_hba, 23);
 
 /**
  * @generated from message vhba.hba.v1.ControllerStatus
@@ -561,7 +785,7 @@ export type ControllerStatus = Message<"vhba.hba.v1.ControllerStatus"> & {
  * Use `create(ControllerStatusSchema)` to create a new message.
  */
 export const ControllerStatusSchema: GenMessage<ControllerStatus> = /*@__PURE__*/
-  messageDesc(file_vhba_hba_v1_hba, 20);
+  messageDesc(file_vhba_hba_v1_hba, 24);
 
 /**
  * @generated from message vhba.hba.v1.ListControllersRequest
@@ -580,7 +804,7 @@ export type ListControllersRequest = Message<"vhba.hba.v1.ListControllersRequest
  * Use `create(ListControllersRequestSchema)` to create a new message.
  */
 export const ListControllersRequestSchema: GenMessage<ListControllersRequest> = /*@__PURE__*/
-  messageDesc(file_vhba_hba_v1_hba, 21);
+  messageDesc(file_vhba_hba_v1_hba, 25);
 
 /**
  * @generated from message vhba.hba.v1.ListControllersResponse
@@ -597,7 +821,7 @@ export type ListControllersResponse = Message<"vhba.hba.v1.ListControllersRespon
  * Use `create(ListControllersResponseSchema)` to create a new message.
  */
 export const ListControllersResponseSchema: GenMessage<ListControllersResponse> = /*@__PURE__*/
-  messageDesc(file_vhba_hba_v1_hba, 22);
+  messageDesc(file_vhba_hba_v1_hba, 26);
 
 /**
  * @generated from message vhba.hba.v1.GetInfoRequest
@@ -610,7 +834,7 @@ export type GetInfoRequest = Message<"vhba.hba.v1.GetInfoRequest"> & {
  * Use `create(GetInfoRequestSchema)` to create a new message.
  */
 export const GetInfoRequestSchema: GenMessage<GetInfoRequest> = /*@__PURE__*/
-  messageDesc(file_vhba_hba_v1_hba, 23);
+  messageDesc(file_vhba_hba_v1_hba, 27);
 
 /**
  * @generated from message vhba.hba.v1.GetInfoResponse
@@ -642,7 +866,7 @@ export type GetInfoResponse = Message<"vhba.hba.v1.GetInfoResponse"> & {
  * Use `create(GetInfoResponseSchema)` to create a new message.
  */
 export const GetInfoResponseSchema: GenMessage<GetInfoResponse> = /*@__PURE__*/
-  messageDesc(file_vhba_hba_v1_hba, 24);
+  messageDesc(file_vhba_hba_v1_hba, 28);
 
 /**
  * @generated from service vhba.hba.v1.EngineService
