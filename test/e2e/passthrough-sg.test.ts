@@ -11,7 +11,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Guest } from '../guest/qemu.ts';
-import { bootWithHostRoot, hostRootShell } from '../guest/host-root.ts';
+import { HOST_ROOT_MOUNT, HOST_ROOT_SCRATCH, bootWithHostRoot, hostRootShell } from '../guest/host-root.ts';
 import { repoRoot } from '../guest/image.ts';
 import type { PageComparison, RefusedCheck, RemovalCheck, ReservationCheck, RoundTrip } from '../passthrough/scenario.ts';
 
@@ -75,11 +75,11 @@ describe('passthrough LUNs over SG_IO (scsi_debug + LIO in a guest)', () => {
     const inHost = await hostRootShell(guest);
     timings.mount = Date.now() - t;
     t = Date.now();
-    const made = await guest.check(`sh /host${repoRoot}/test/passthrough/guest-devices.sh /host/tmp/devices.json`, { timeoutMs: 120_000 });
+    const made = await guest.check(`sh /host${repoRoot}/test/passthrough/guest-devices.sh ${HOST_ROOT_MOUNT}${HOST_ROOT_SCRATCH}/devices.json`, { timeoutMs: 120_000 });
     timings.devices = Date.now() - t;
     devices = JSON.parse(between(made, 'VHBA-DEVICES-BEGIN', 'VHBA-DEVICES-END')) as Devices;
     t = Date.now();
-    const run = await inHost(`cd ${repoRoot} && node test/passthrough/in-guest.ts /tmp/devices.json`, { timeoutMs: 300_000 });
+    const run = await inHost(`cd ${repoRoot} && node test/passthrough/in-guest.ts ${HOST_ROOT_SCRATCH}/devices.json`, { timeoutMs: 300_000 });
     timings.inGuest = Date.now() - t;
     const document = between(run.output, 'VHBA-PT-RESULT-BEGIN', 'VHBA-PT-RESULT-END');
     writeFileSync(join(guest.logDir, 'results.json'), document);

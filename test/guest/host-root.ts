@@ -1,7 +1,7 @@
 // A test guest that runs the host's own programs: the host's / is shared
 // read-only into the guest over virtio-9p (QEMU -virtfs, 9P2000.L) and
 // commands run chrooted into it, with the guest's /dev, /proc and /sys bound
-// in and fresh tmpfs on /tmp and /run. The guest kernel's devices (scsi_debug,
+// in and a fresh tmpfs on /run. The guest kernel's devices (scsi_debug,
 // LIO + tcm_loop) are then driven by the host's node, our built addon and
 // sg3-utils, without copying any of them into the initramfs.
 //
@@ -16,6 +16,10 @@ import { Guest, type BootOptions, type RunResult } from './qemu.ts';
 export const HOST_ROOT_TAG = 'hostroot';
 /** Where the guest mounts the host's root. */
 export const HOST_ROOT_MOUNT = '/host';
+/** Writable scratch directory inside the chroot (on the tmpfs at /run): the
+ * host's /tmp stays the shared read-only view, because the repository under
+ * test may itself live there (a CI clone in /tmp). */
+export const HOST_ROOT_SCRATCH = '/run/vhba-scratch';
 /** PATH inside the chroot: the repository's Node (node_modules/.bin) first, then the usual system directories. */
 export const HOST_ROOT_PATH = `${join(repoRoot, 'node_modules', '.bin')}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`;
 
@@ -60,13 +64,15 @@ export async function bootWithHostRoot(options: HostRootBootOptions = {}): Promi
  * Mounts the host's root at /host in `guest` (modules 9p and 9pnet_virtio,
  * protocol 9P2000.L, cache=loose: the share is read-only and does not change
  * during a test), binds the guest's /dev, /proc and /sys into it, puts tmpfs
- * on /host/tmp and /host/run, and returns a runner for `chroot /host sh -c …`
- * with PATH = HOST_ROOT_PATH and HOME=/tmp. Idempotent per guest.
+ * on /host/run (never over /host/tmp: the repository may live in the host's
+ * /tmp) and returns a runner for `chroot /host sh -c …` with PATH =
+ * HOST_ROOT_PATH and HOME = TMPDIR = HOST_ROOT_SCRATCH. Idempotent per guest.
  */
 export async function hostRootShell(guest: Guest, options: HostRootShellOptions = {}): Promise<HostRootRunner> {
   const msize = options.msize ?? 512 * 1024;
   if (!Number.isSafeInteger(msize) || msize < 4096) throw new Error(`bad msize ${msize}`);
   const m = HOST_ROOT_MOUNT;
+  if (repoRoot === '/run' || repoRoot.startsWith('/run/')) throw new Error(`the repository at ${repoRoot} would be hidden by the guest's tmpfs on /run`);
   await guest.check([
     'set -e',
     'modprobe 9pnet_virtio',
@@ -77,14 +83,14 @@ export async function hostRootShell(guest: Guest, options: HostRootShellOptions 
     `  mount -o rbind /dev ${m}/dev`,
     `  mount -t proc proc ${m}/proc`,
     `  mount -o rbind /sys ${m}/sys`,
-    `  mount -t tmpfs -o mode=1777 tmpfs ${m}/tmp`,
     `  mount -t tmpfs -o mode=0755 tmpfs ${m}/run`,
+    `  mkdir -p -m 1777 ${m}${HOST_ROOT_SCRATCH}`,
     'fi',
   ].join('\n'), { timeoutMs: 60_000 });
   const env = {
     PATH: HOST_ROOT_PATH,
-    HOME: '/tmp',
-    TMPDIR: '/tmp',
+    HOME: HOST_ROOT_SCRATCH,
+    TMPDIR: HOST_ROOT_SCRATCH,
     LANG: 'C.UTF-8',
     ...options.env,
   };

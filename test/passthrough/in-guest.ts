@@ -2,7 +2,7 @@
 // (test/guest/host-root.ts), after test/passthrough/guest-devices.sh made the
 // devices:
 //
-//   node test/passthrough/in-guest.ts /tmp/devices.json
+//   node test/passthrough/in-guest.ts $TMPDIR/devices.json
 //
 // Creates an engine with one controller: target 0 LUN 0 an emulated file
 // disk, LUN 1 the scsi_debug disk (hostDevice by its /dev/sg node, 4 s
@@ -14,6 +14,7 @@
 // VHBA-PT-RESULT-END; test/e2e/passthrough-sg.test.ts asserts on it.
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { createEngine } from '../../hba/engine.ts';
@@ -45,7 +46,7 @@ const BLOCK = 4096;
 /** The scsi_debug LUN's per-command timeout (the timeout check waits for it). */
 const SCSI_DEBUG_TIMEOUT_MS = 4000;
 const SCSI_DEBUG_SYSFS = '/sys/bus/pseudo/drivers/scsi_debug';
-const WORK = '/tmp/vhba-pt';
+const WORK = join(tmpdir(), 'vhba-pt');
 const STATUS_NAMES: Record<string, number> = {
   good: 0x00, 'check condition': 0x02, 'condition met': 0x04, busy: 0x08,
   'reservation conflict': 0x18, 'task set full': 0x28, 'aca active': 0x30, 'task aborted': 0x40,
