@@ -14,7 +14,7 @@ import type { DeviceIdentity, PassthroughBacking, PassthroughPolicy } from '../h
 import { loadManifests, type LoadError } from '../operator/api/load.ts';
 import type { NormalizedVirtualDisk } from '../operator/api/virtualdisk.ts';
 import { loadAssignmentsFile } from '../operator/assignment-file.ts';
-import { predictGuestPaths } from '../operator/guest-paths.ts';
+import { expectedPassthroughWwn, predictGuestPaths } from '../operator/guest-paths.ts';
 import { intentFromDisk } from '../operator/intent.ts';
 import { planAssignments, type Assignment, type DiskPlanResult, type Plan } from '../operator/planner.ts';
 
@@ -119,12 +119,14 @@ export function unsupportedReason(disk: NormalizedVirtualDisk): string | undefin
 }
 
 /** The engine backing of a passthrough disk: its device, the policy, and the
- * spec's serial/WWN as the identity the device must have. Undefined for
+ * spec's serial/WWN (or the WWN a by-id hostDevice path names) as the
+ * identity the device must have. Undefined for
  * other disks. */
 export function passthroughBackingOf(disk: NormalizedVirtualDisk): PassthroughBacking | undefined {
   if (disk.deviceType !== 'lun' || disk.source === undefined) return undefined;
   const policy: PassthroughPolicy = { rawio: disk.rawio };
-  if (disk.wwn !== undefined) policy.expectedWwn = disk.wwn;
+  const wwn = expectedPassthroughWwn(disk.wwn, 'hostDevice' in disk.source ? disk.source.hostDevice.path : undefined);
+  if (wwn !== undefined) policy.expectedWwn = wwn;
   if (disk.serial !== undefined) policy.expectedSerial = disk.serial;
   if ('hostDevice' in disk.source) return { kind: 'hostDevice', path: disk.source.hostDevice.path, policy };
   if ('iscsi' in disk.source) {

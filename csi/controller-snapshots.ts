@@ -13,7 +13,7 @@ import { alreadyExists, failedPrecondition, invalidArgument, notFound } from './
 import { findLunsByBacking } from './engine-client.ts';
 import { isOurId, newId, type SnapshotRecord, type VolumeRecord } from './volumes.ts';
 import type { ControllerDeps } from './controller.ts';
-import { page } from './controller.ts';
+import { page, passthroughRefusal } from './controller.ts';
 
 async function removeIfPresent(path: string): Promise<void> {
   await unlink(path).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err; });
@@ -107,6 +107,7 @@ export function snapshotMethods(deps: ControllerDeps, getVolume: (id: string, fi
         return { snapshot: snapshotMessage(existing) };
       }
       const source = await getVolume(req.sourceVolumeId, 'source_volume_id');
+      if (source.parameters.passthrough) throw passthroughRefusal(source, 'vhba cannot snapshot a device it does not own; snapshot it with the storage that holds it');
       const id = newId('snap');
       const s: SnapshotRecord = {
         id, name: req.name, sourceVolumeId: source.id, sizeBytes: source.capacityBytes, path: join(snapshotsDir, `${id}.img`),

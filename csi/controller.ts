@@ -2,6 +2,13 @@
 // volumes are sparse image files under <data-dir>/volumes, recorded in a
 // RecordStore so the controller's state survives a restart. Snapshots and
 // clones are in controller-snapshots.ts.
+//
+// Passthrough volumes (deviceType lun, issue 8: the vhba.io/host-device or
+// vhba.io/iscsi-* parameters, volumes.ts) are a whole real SCSI LUN: no image
+// is created or deleted; the record carries the device and the policy, and
+// the volume context hands them to the node, which attaches the device.
+// Their capacity is the device's: snapshots, clones and expansion are
+// FAILED_PRECONDITION.
 import { mkdir, open, stat, statfs, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ServiceImpl } from '../protos/grpc.ts';
@@ -15,11 +22,12 @@ import type { VolumeSchema } from '../protos/gen/csi/v1/csi_pb.ts';
 import { alreadyExists, failedPrecondition, invalidArgument, notFound, resourceExhausted, unimplemented, aborted } from './errors.ts';
 import type { RecordStore } from './store.ts';
 import {
-  ContextKey, DRIVER_NAME, TOPOLOGY_NODE_KEY, MAX_CAPACITY_BYTES, capabilityProblem, checkCapabilities, isOurId, newId,
-  parseParameters, sizeForRange, type SnapshotRecord, type VolumeRecord,
+  ContextKey, DRIVER_NAME, TOPOLOGY_NODE_KEY, MAX_CAPACITY_BYTES, capabilityProblem, checkCapabilities, describePassthrough, isOurId, isReadOnlyMode, newId,
+  parseParameters, passthroughContext, sizeForRange, type SnapshotRecord, type VolumeRecord,
 } from './volumes.ts';
 import { snapshotMethods, createVolumeImage } from './controller-snapshots.ts';
 import type { EngineClient } from './engine-client.ts';
+import { claimPassthroughParameters, type ClaimReader } from './claim-parameters.ts';
 
 /** Publish-context key telling the node to attach the LUN read-only. */
 export const PUBLISH_READONLY_KEY = 'scsi.vhba.io/readonly';
@@ -36,6 +44,9 @@ export interface ControllerDeps {
   maxVolumesPerNode: number;
   /** The engine, for flushing attached LUNs before a snapshot. */
   engine?: EngineClient;
+  /** In a cluster: reads the claim behind a CreateVolume for a lun disk's
+   * device (claim-parameters.ts). Absent: parameters only. */
+  claims?: ClaimReader;
 }
 
 type ControllerMethods = (typeof Controller)['method'];
@@ -63,16 +74,19 @@ export function page<T extends { id: string }>(all: T[], maxEntries: number, sta
 
 /** The CSI Volume message for a record. */
 export function volumeMessage(v: VolumeRecord): MessageInitShape<typeof VolumeSchema> {
+  const passthrough = v.parameters.passthrough;
   return {
     volumeId: v.id,
     capacityBytes: BigInt(v.capacityBytes),
-    volumeContext: {
-      ...v.parameters.placement,
-      [ContextKey.backingFile]: v.path,
-      [ContextKey.logicalBlockSize]: String(v.parameters.logicalBlockSize),
-      [ContextKey.physicalBlockSize]: String(v.parameters.physicalBlockSize),
-      [ContextKey.ioProfile]: v.parameters.ioProfile,
-    },
+    volumeContext: passthrough
+      ? { ...v.parameters.placement, ...passthroughContext(passthrough), [ContextKey.ioProfile]: v.parameters.ioProfile }
+      : {
+        ...v.parameters.placement,
+        [ContextKey.backingFile]: v.path,
+        [ContextKey.logicalBlockSize]: String(v.parameters.logicalBlockSize),
+        [ContextKey.physicalBlockSize]: String(v.parameters.physicalBlockSize),
+        [ContextKey.ioProfile]: v.parameters.ioProfile,
+      },
     ...(v.contentSource
       ? { contentSource: { type: v.contentSource.kind === 'snapshot' ? { case: 'snapshot', value: { snapshotId: v.contentSource.id } } : { case: 'volume', value: { volumeId: v.contentSource.id } } } }
       : {}),
@@ -82,6 +96,9 @@ export function volumeMessage(v: VolumeRecord): MessageInitShape<typeof VolumeSc
 
 /** Health of a volume's image: present with the recorded size. */
 async function volumeCondition(v: VolumeRecord): Promise<{ abnormal: boolean; message: string }> {
+  if (v.parameters.passthrough) {
+    return { abnormal: false, message: `passthrough ${describePassthrough(v.parameters.passthrough)}; the node checks the device when it attaches it (NodeGetVolumeStats)` };
+  }
   if (v.state !== 'ready') return { abnormal: true, message: 'creation did not finish; repeat CreateVolume with the same name' };
   try {
     const st = await stat(v.path);
@@ -103,6 +120,11 @@ function sameParameters(a: Record<string, string>, b: Record<string, string>): b
   return ka.length === kb.length && ka.every((k, i) => k === kb[i] && a[k] === b[k]);
 }
 
+/** FAILED_PRECONDITION for what a passthrough volume cannot do (its data and size are the device's). */
+export function passthroughRefusal(v: VolumeRecord, what: string): Error {
+  return failedPrecondition(`volume ${v.id} is a passthrough LUN (${describePassthrough(v.parameters.passthrough!)}): ${what}`);
+}
+
 /** The Controller service over `deps`. */
 export function createController(deps: ControllerDeps): ServiceImpl<ControllerMethods> {
   const volumesDir = join(deps.dataDir, 'volumes');
@@ -120,9 +142,16 @@ export function createController(deps: ControllerDeps): ServiceImpl<ControllerMe
       if (!req.name) throw invalidArgument('name is required');
       if (req.name.length > 128) throw invalidArgument('name is longer than 128 characters');
       checkCapabilities(req.volumeCapabilities);
-      const parameters = parseParameters(req.parameters);
+      // A lun disk's device comes from its claim when no StorageClass parameter names one.
+      const given = deps.claims ? { ...req.parameters, ...(await claimPassthroughParameters(req.parameters, deps.claims)) } : req.parameters;
+      const parameters = parseParameters(given);
       if (Object.keys(req.mutableParameters).length > 0) throw invalidArgument('mutable_parameters are not supported (no ControllerModifyVolume)');
-      const capacity = sizeForRange(req.capacityRange, parameters.physicalBlockSize);
+      // A passthrough volume's size is the device's, unknown until the node
+      // opens it: capacity_bytes 0 means "unknown" (CSI spec, Volume), and
+      // external-provisioner then writes the claim's request (the operator's
+      // small placeholder) into the PersistentVolume; a non-zero value below
+      // the request would fail provisioning. The range is not checked.
+      const capacity = parameters.passthrough ? 0 : sizeForRange(req.capacityRange, parameters.physicalBlockSize);
       if (!topologyAllows(req.accessibilityRequirements, deps.nodeId)) {
         throw resourceExhausted(`this controller provisions only on node ${deps.nodeId} (${TOPOLOGY_NODE_KEY}); none of the requisite topologies include it`);
       }
@@ -135,8 +164,10 @@ export function createController(deps: ControllerDeps): ServiceImpl<ControllerMe
         const required = Number(req.capacityRange?.requiredBytes ?? 0n);
         const limit = Number(req.capacityRange?.limitBytes ?? 0n);
         const problems: string[] = [];
-        if (existing.capacityBytes < required || (limit > 0 && existing.capacityBytes > limit)) problems.push(`capacity ${existing.capacityBytes} is outside the requested range`);
-        if (!sameParameters(existing.rawParameters, req.parameters)) problems.push('parameters differ');
+        if (existing.parameters.passthrough) {
+          // Capacity unknown (0): the range is not compared (see above).
+        } else if (existing.capacityBytes < required || (limit > 0 && existing.capacityBytes > limit)) problems.push(`capacity ${existing.capacityBytes} is outside the requested range`);
+        if (!sameParameters(existing.rawParameters, given)) problems.push('parameters differ');
         if (existing.contentSource?.kind !== contentSource?.kind || existing.contentSource?.id !== contentSource?.id) problems.push('content source differs');
         if (problems.length > 0) throw alreadyExists(`volume ${JSON.stringify(req.name)} exists as ${existing.id} but ${problems.join(', ')}; delete it or use another name`);
         if (existing.state === 'creating') {
@@ -147,6 +178,16 @@ export function createController(deps: ControllerDeps): ServiceImpl<ControllerMe
         return { volume: volumeMessage(existing) };
       }
 
+      if (parameters.passthrough) {
+        if (contentSource) throw invalidArgument(`a passthrough volume (${describePassthrough(parameters.passthrough)}) is the device itself and cannot be created from a ${contentSource.kind}; drop volume_content_source`);
+        // Nothing to create: the record is the volume.
+        const record: VolumeRecord = {
+          id: newId('vol'), name: req.name, capacityBytes: 0, path: '', parameters, rawParameters: { ...given },
+          node: deps.nodeId, state: 'ready', published: {},
+        };
+        await deps.volumes.put(record);
+        return { volume: volumeMessage(record) };
+      }
       let size = capacity;
       if (contentSource?.kind === 'snapshot') {
         const snap = isOurId(contentSource.id, 'snap') ? await deps.snapshots.get(contentSource.id) : undefined;
@@ -157,6 +198,7 @@ export function createController(deps: ControllerDeps): ServiceImpl<ControllerMe
         }
       } else if (contentSource?.kind === 'volume') {
         const source = await getVolume(contentSource.id, 'volume_content_source.volume.volume_id');
+        if (source.parameters.passthrough) throw passthroughRefusal(source, 'it cannot be cloned (vhba does not copy a device); clone it with the storage that holds it');
         if (source.capacityBytes > size) {
           if (req.capacityRange?.requiredBytes) throw invalidArgument(`source volume ${source.id} holds ${source.capacityBytes} bytes, more than the requested ${size}; request at least ${source.capacityBytes}`);
           size = source.capacityBytes;
@@ -165,7 +207,7 @@ export function createController(deps: ControllerDeps): ServiceImpl<ControllerMe
       await mkdir(volumesDir, { recursive: true, mode: 0o700 });
       const id = newId('vol');
       const record: VolumeRecord = {
-        id, name: req.name, capacityBytes: size, path: join(volumesDir, `${id}.img`), parameters, rawParameters: { ...req.parameters },
+        id, name: req.name, capacityBytes: size, path: join(volumesDir, `${id}.img`), parameters, rawParameters: { ...given },
         ...(contentSource ? { contentSource } : {}), node: deps.nodeId, state: 'creating', published: {},
       };
       // Record first: a crash after this point is repaired by the retry, never leaks an image.
@@ -182,7 +224,8 @@ export function createController(deps: ControllerDeps): ServiceImpl<ControllerMe
       if (!v) return {};
       const nodes = Object.keys(v.published);
       if (nodes.length > 0) throw failedPrecondition(`volume ${v.id} is still published to ${nodes.join(', ')}; ControllerUnpublishVolume it first`);
-      for (const p of [v.path, `${v.path}.lease`]) await unlink(p).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err; });
+      // A passthrough volume's data is the device's: only the record goes.
+      if (!v.parameters.passthrough) for (const p of [v.path, `${v.path}.lease`]) await unlink(p).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err; });
       await deps.volumes.delete(v.id);
       return {};
     },
@@ -229,6 +272,7 @@ export function createController(deps: ControllerDeps): ServiceImpl<ControllerMe
       for (const cap of req.volumeCapabilities) {
         const problem = capabilityProblem(cap);
         if (problem) return { message: problem };
+        if (v.parameters.passthrough && isReadOnlyMode(cap)) return { message: `volume ${v.id} is a passthrough LUN: it cannot be attached read-only (the device reports its own write protection)` };
       }
       if (Object.keys(req.parameters).length > 0) {
         try { parseParameters(req.parameters); } catch (err) { return { message: (err as Error).message }; }
@@ -277,6 +321,7 @@ export function createController(deps: ControllerDeps): ServiceImpl<ControllerMe
         if (problem) throw invalidArgument(`volume_capability: ${problem}`);
       }
       const v = await getVolume(req.volumeId);
+      if (v.parameters.passthrough) throw passthroughRefusal(v, 'its capacity is the device\'s; grow the device itself and the guest gets the device\'s own CAPACITY DATA HAS CHANGED');
       const size = sizeForRange(req.capacityRange, v.parameters.physicalBlockSize, v.capacityBytes);
       if (size > v.capacityBytes) {
         const fh = await open(v.path, 'r+');

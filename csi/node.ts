@@ -11,30 +11,47 @@
 //  - NodeUnpublishVolume removes that symlink and, with the last target,
 //    detaches the LUN (the guest sees it removed).
 //  - NodeExpandVolume resizes the LUN: the guest gets CAPACITY DATA HAS CHANGED.
+//
+// A passthrough volume (volume context vhba.io/host-device or vhba.io/iscsi-*,
+// volumes.ts) follows the same steps with no image and no lease: stage checks
+// the context (and that a host device exists on this node), publish attaches
+// the device with its policy (the engine probes it and refuses a device
+// whose WWN or serial is not the expected one, or the same device twice on
+// one controller: ALREADY_EXISTS), the last unpublish detaches it. It cannot
+// be attached read-only (the device reports its own write protection) or
+// expanded (its capacity is the device's).
 import { mkdir, open, readlink, realpath, rmdir, stat, symlink, unlink } from 'node:fs/promises';
 import { isAbsolute, normalize } from 'node:path';
 import type { ServiceImpl } from '../protos/grpc.ts';
-import { NodeServiceCapability_RPC_Type as Rpc, type Node } from '../protos/gen/csi/v1/csi_pb.ts';
+import { NodeServiceCapability_RPC_Type as Rpc, VolumeUsage_Unit, type Node } from '../protos/gen/csi/v1/csi_pb.ts';
 import { deriveSerial, deriveWwn } from '../operator/identity.ts';
 import { alreadyExists, failedPrecondition, invalidArgument, notFound } from './errors.ts';
 import { checkPath } from './paths.ts';
-import { findLunsByBacking, type EngineClient } from './engine-client.ts';
+import { findLunsByBacking, findLunsByDevice, type EngineClient } from './engine-client.ts';
 import { lowestFreeTarget, resolvePlacement } from './placement.ts';
 import type { RecordStore } from './store.ts';
 import { PUBLISH_READONLY_KEY } from './controller.ts';
-import { ContextKey, TOPOLOGY_NODE_KEY, capabilityProblem, isReadOnlyMode, sizeForRange } from './volumes.ts';
+import {
+  ContextKey, TOPOLOGY_NODE_KEY, capabilityProblem, describePassthrough, isReadOnlyMode, parsePassthrough, sizeForRange, type PassthroughVolume,
+} from './volumes.ts';
 
 /** What the node knows about a volume it staged or published. */
 export interface NodeVolumeRecord {
   id: string;
-  /** The image, checked to be under the data directory. */
+  /** The image, checked to be under the data directory; '' for a passthrough volume. */
   backingPath: string;
+  /** A passthrough volume's device and policy (from the volume context at stage). */
+  passthrough?: PassthroughVolume;
   logicalBlockSize: number;
   physicalBlockSize: number;
   stagingPath?: string;
   /** target_path → how it was published. */
   targets: Record<string, { readonly: boolean; kind: 'block' | 'mount'; link: string }>;
-  attachment?: { controllerId: string; socketPath: string; vmDir: string; target: number; lun: number; readonly: boolean };
+  attachment?: {
+    controllerId: string; socketPath: string; vmDir: string; target: number; lun: number; readonly: boolean;
+    /** Passthrough: what the device reported at attach. */
+    device?: { serial: string; wwn: string; sizeBytes: number; logicalBlockSize: number };
+  };
 }
 
 /** What the node service needs. */
@@ -104,6 +121,16 @@ async function takeLease(image: string, nodeId: string, volumeId: string): Promi
   }
 }
 
+/** A host device named by a passthrough volume must exist on this node (the
+ * engine checks, at attach, that it speaks SCSI and is the expected one). */
+async function checkHostDevice(path: string, volumeId: string, nodeId: string): Promise<void> {
+  try {
+    await realpath(path);
+  } catch {
+    throw notFound(`volume ${volumeId}: host device ${path} does not exist on node ${nodeId}; schedule the VM where the device is, or fix ${ContextKey.hostDevice}`);
+  }
+}
+
 /** The Node service over `deps`. */
 export function createNode(deps: NodeDeps): ServiceImpl<NodeMethods> {
   const serial = serializer();
@@ -121,6 +148,10 @@ export function createNode(deps: NodeDeps): ServiceImpl<NodeMethods> {
       return r.attachment;
     }
     const place = resolvePlacement(context, deps.socketDir);
+    if (r.passthrough) {
+      if (readonly) throw failedPrecondition(`volume ${r.id} is a passthrough LUN (${describePassthrough(r.passthrough)}) and cannot be attached read-only: the guest's commands go to the device, which reports its own write protection; publish it read-write or write-protect the device`);
+      return serial(() => attachPassthrough(r, r.passthrough!, place));
+    }
     return serial(async () => {
       await mkdir(place.vmDir, { recursive: true, mode: 0o750 });
       await deps.engine.createController({ id: place.controllerId, socketPath: place.socketPath });
@@ -144,11 +175,58 @@ export function createNode(deps: NodeDeps): ServiceImpl<NodeMethods> {
     });
   }
 
+  async function attachPassthrough(r: NodeVolumeRecord, p: PassthroughVolume, place: ReturnType<typeof resolvePlacement>): Promise<NonNullable<NodeVolumeRecord['attachment']>> {
+    await mkdir(place.vmDir, { recursive: true, mode: 0o750 });
+    await deps.engine.createController({ id: place.controllerId, socketPath: place.socketPath });
+    // After a crash between AttachLun and saving the record, find the LUN
+    // again; but not one another volume of the same device holds (that one
+    // is not ours to share: the engine refuses the device twice on a controller).
+    const held = new Set((await deps.records.list()).filter((o) => o.id !== r.id && o.attachment?.controllerId === place.controllerId).map((o) => `${o.attachment!.target}:${o.attachment!.lun}`));
+    const found = (await findLunsByDevice(deps.engine, p)).find((x) => x.controller.id === place.controllerId && !held.has(`${x.lun.address?.target}:${x.lun.address?.lun}`));
+    const target = found?.lun.address?.target ?? place.target ?? lowestFreeTarget(await deps.engine.listControllers({}), place.controllerId);
+    const lun = found?.lun.address?.lun ?? place.lun;
+    const s = p.source;
+    const { device } = await deps.engine.attachLun({
+      controllerId: place.controllerId,
+      address: { target, lun },
+      backing: s.kind === 'hostDevice'
+        ? { case: 'hostDevice', value: { path: s.path } }
+        : { case: 'iscsi', value: { portal: s.portal, iqn: s.iqn, lun: s.lun, initiatorName: s.initiatorName ?? '' } },
+      passthrough: { rawio: p.rawio, expectedWwn: p.expectedWwn ?? '', expectedSerial: p.expectedSerial ?? '' },
+    });
+    r.attachment = {
+      controllerId: place.controllerId, socketPath: place.socketPath, vmDir: place.vmDir, target, lun, readonly: false,
+      ...(device ? { device: { serial: device.serial, wwn: device.wwn, sizeBytes: Number(device.sizeBytes), logicalBlockSize: device.logicalBlockSize } } : {}),
+    };
+    await deps.records.put(r);
+    return r.attachment;
+  }
+
   async function knownPath(r: NodeVolumeRecord | undefined, path: string, volumeId: string): Promise<NodeVolumeRecord> {
     if (!r) throw notFound(`volume ${volumeId} is not staged or published on node ${deps.nodeId}`);
     const p = normalize(path);
     if (!r.targets[p] && r.stagingPath !== p) throw notFound(`volume ${volumeId} is not published at ${path}`);
     return r;
+  }
+
+  /** Stats of a passthrough volume: the device's capacity as the engine
+   * probed it (no "used": the guest's data is on the device), and whether
+   * the engine still holds the device where this node attached it. */
+  async function passthroughStats(r: NodeVolumeRecord, p: PassthroughVolume) {
+    const what = describePassthrough(p);
+    const a = r.attachment;
+    if (!a) return { usage: [], volumeCondition: { abnormal: false, message: `${what}: staged, not attached (no target published)` } };
+    const luns = await findLunsByDevice(deps.engine, p).catch(() => undefined);
+    if (!luns) return { usage: [], volumeCondition: { abnormal: true, message: 'the engine cannot be reached' } };
+    const here = luns.find((x) => x.controller.id === a.controllerId && x.lun.address?.target === a.target && x.lun.address?.lun === a.lun);
+    if (!here) return { usage: [], volumeCondition: { abnormal: true, message: `${what} is not attached in the engine (expected on ${a.controllerId} target ${a.target} lun ${a.lun})` } };
+    const d = here.lun.device;
+    const total = d?.sizeBytes ?? BigInt(a.device?.sizeBytes ?? 0);
+    const identity = d ? `: ${d.vendor.trim()} ${d.product.trim()}${d.wwn ? ` wwn 0x${d.wwn}` : ''}${d.serial ? ` serial ${d.serial}` : ''}` : '';
+    return {
+      usage: total > 0n ? [{ unit: VolumeUsage_Unit.BYTES, total }] : [],
+      volumeCondition: { abnormal: false, message: `${what} attached to ${a.controllerId} target ${a.target} lun ${a.lun}${identity}` },
+    };
   }
 
   return {
@@ -165,11 +243,15 @@ export function createNode(deps: NodeDeps): ServiceImpl<NodeMethods> {
         if (existing.stagingPath !== staging.path) throw alreadyExists(`volume ${req.volumeId} is already staged at ${existing.stagingPath}`);
         return {};
       }
-      const backingPath = existing?.backingPath ?? (await checkBacking(req.volumeContext[ContextKey.backingFile], deps.dataDir, req.volumeId));
+      const passthrough = existing ? existing.passthrough : parsePassthrough(req.volumeContext, 'volume_context');
+      if (passthrough?.source.kind === 'hostDevice') await checkHostDevice(passthrough.source.path, req.volumeId, deps.nodeId);
+      const backingPath = passthrough ? '' : existing?.backingPath ?? (await checkBacking(req.volumeContext[ContextKey.backingFile], deps.dataDir, req.volumeId));
       if (staging.kind === 'absent') await mkdir(staging.path, { mode: 0o750 });
-      await takeLease(backingPath, deps.nodeId, req.volumeId);
+      // A passthrough device has no image to lease: ControllerPublish keeps
+      // it on one node, and the engine refuses it twice on one controller.
+      if (!passthrough) await takeLease(backingPath, deps.nodeId, req.volumeId);
       const r: NodeVolumeRecord = existing ?? {
-        id: req.volumeId, backingPath, targets: {},
+        id: req.volumeId, backingPath, targets: {}, ...(passthrough ? { passthrough } : {}),
         logicalBlockSize: blockSizeOf(req.volumeContext, ContextKey.logicalBlockSize, 512),
         physicalBlockSize: blockSizeOf(req.volumeContext, ContextKey.physicalBlockSize, 4096),
       };
@@ -185,7 +267,7 @@ export function createNode(deps: NodeDeps): ServiceImpl<NodeMethods> {
       if (!r?.stagingPath) return {};
       const targets = Object.keys(r.targets);
       if (targets.length > 0) throw failedPrecondition(`volume ${r.id} is still published at ${targets.join(', ')}; NodeUnpublishVolume first`);
-      await unlink(`${r.backingPath}.lease`).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err; });
+      if (!r.passthrough) await unlink(`${r.backingPath}.lease`).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err; });
       delete r.stagingPath;
       await deps.records.delete(r.id);
       return {};
@@ -243,6 +325,7 @@ export function createNode(deps: NodeDeps): ServiceImpl<NodeMethods> {
       if (!req.volumeId) throw invalidArgument('volume_id is required');
       if (!req.volumePath) throw invalidArgument('volume_path is required');
       const r = await knownPath(await deps.records.get(req.volumeId), req.volumePath, req.volumeId);
+      if (r.passthrough) return passthroughStats(r, r.passthrough);
       let abnormal = false;
       let message = 'image present';
       let total = 0;
@@ -275,6 +358,7 @@ export function createNode(deps: NodeDeps): ServiceImpl<NodeMethods> {
         if (problem) throw invalidArgument(`volume_capability: ${problem}`);
       }
       const r = await knownPath(await deps.records.get(req.volumeId), req.volumePath, req.volumeId);
+      if (r.passthrough) throw failedPrecondition(`volume ${r.id} is a passthrough LUN (${describePassthrough(r.passthrough)}): its capacity is the device's; grow the device itself and the guest gets the device's own CAPACITY DATA HAS CHANGED`);
       const { size: current } = await stat(r.backingPath);
       const wanted = req.capacityRange ? sizeForRange(req.capacityRange, r.physicalBlockSize, current) : current;
       if (wanted > current) throw failedPrecondition(`volume ${r.id} image is ${current} bytes, less than ${wanted}; call ControllerExpandVolume first`);

@@ -24,6 +24,7 @@ import { KeyedLocks } from './locks.ts';
 import { createNode, type NodeVolumeRecord } from './node.ts';
 import { DirectoryStore, type RecordStore } from './store.ts';
 import { KubernetesStore, type RecordKind } from './stores/kubernetes.ts';
+import { kubernetesClaimReader } from './stores/claims.ts';
 import { StorageV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { DRIVER_NAME, type SnapshotRecord, type VolumeRecord } from './volumes.ts';
 import { createCallWrapper } from './wrapper.ts';
@@ -98,6 +99,8 @@ export async function startCsiServer(o: CsiServerOptions): Promise<CsiServer> {
   if (serveController) {
     addService(server, Controller, createController({
       nodeId: o.nodeId, dataDir: o.dataDir, maxVolumesPerNode: o.maxVolumesPerNode, ...(engine ? { engine } : {}),
+      // In a cluster, a lun disk's device comes from the operator's claim (claim-parameters.ts).
+      ...(kube ? { claims: kubernetesClaimReader(kube.kubeConfig) } : {}),
       volumes: await openStore<VolumeRecord>('volume', join(o.stateDir, 'controller', 'volumes')),
       snapshots: await openStore<SnapshotRecord>('snapshot', join(o.stateDir, 'controller', 'snapshots')),
       async knownNodes() {

@@ -7,6 +7,8 @@ import {
   type CapacityRange,
   type VolumeCapability,
 } from '../protos/gen/csi/v1/csi_pb.ts';
+import { DEFAULTS, LIMITS, PATTERNS, normalizeWwn, type NormalizedVirtualDisk } from '../operator/api/virtualdisk.ts';
+import { expectedPassthroughWwn } from '../operator/guest-paths.ts';
 import { invalidArgument, outOfRange } from './errors.ts';
 
 /** The plugin's name (GetPluginInfo) and the prefix of its keys. */
@@ -25,7 +27,36 @@ export const ContextKey = {
   logicalBlockSize: 'scsi.vhba.io/logical-block-size',
   physicalBlockSize: 'scsi.vhba.io/physical-block-size',
   ioProfile: 'scsi.vhba.io/io-profile',
+  // Passthrough volumes (deviceType lun, issue 8): the device and the policy,
+  // from the operator's claim annotations (or StorageClass parameters), kept
+  // in the volume record and handed to the node in the volume context.
+  /** A host SCSI device (absolute path under /dev/, normally its /dev/disk/by-id/ link). */
+  hostDevice: 'vhba.io/host-device',
+  /** An iSCSI LUN reached from the engine: portal "host[:port]", target name, LUN, optional initiator name. */
+  iscsiPortal: 'vhba.io/iscsi-portal',
+  iscsiIqn: 'vhba.io/iscsi-iqn',
+  iscsiLun: 'vhba.io/iscsi-lun',
+  iscsiInitiatorName: 'vhba.io/iscsi-initiator-name',
+  /** "true": let through the commands the passthrough policy refuses by default. */
+  rawio: 'vhba.io/rawio',
+  /** The identity the device must have (attach refuses another one): NAA hex, VPD 80h serial. */
+  expectedWwn: 'vhba.io/expected-wwn',
+  expectedSerial: 'vhba.io/expected-serial',
 } as const;
+
+/** The keys naming a passthrough device (either source). */
+export const PASSTHROUGH_SOURCE_KEYS = [ContextKey.hostDevice, ContextKey.iscsiPortal, ContextKey.iscsiIqn, ContextKey.iscsiLun, ContextKey.iscsiInitiatorName] as const;
+/** Every passthrough key (source and policy). */
+export const PASSTHROUGH_KEYS = [...PASSTHROUGH_SOURCE_KEYS, ContextKey.rawio, ContextKey.expectedWwn, ContextKey.expectedSerial] as const;
+
+/** A whole real SCSI LUN behind the HBA: where it is and how it is treated. */
+export interface PassthroughVolume {
+  source: { kind: 'hostDevice'; path: string } | { kind: 'iscsi'; portal: string; iqn: string; lun: number; initiatorName?: string };
+  rawio: boolean;
+  /** Lowercase NAA hex without 0x. */
+  expectedWwn?: string;
+  expectedSerial?: string;
+}
 
 /** Pod information kubelet adds to NodePublish's volume context (podInfoOnMount). */
 export const PodInfoKey = { name: 'csi.storage.k8s.io/pod.name', namespace: 'csi.storage.k8s.io/pod.namespace' } as const;
@@ -42,9 +73,11 @@ export interface VolumeParameters {
   ioProfile: 'shared' | 'dedicated';
   /** Placement keys (vhba.io/*), passed on in the volume context. */
   placement: Record<string, string>;
+  /** A passthrough volume's device and policy (no image file). */
+  passthrough?: PassthroughVolume;
 }
 
-const PARAMETER_KEYS = ['logicalBlockSize', 'physicalBlockSize', 'ioProfile', ContextKey.vm, ContextKey.controller, ContextKey.target, ContextKey.lun];
+const PARAMETER_KEYS: readonly string[] = ['logicalBlockSize', 'physicalBlockSize', 'ioProfile', ContextKey.vm, ContextKey.controller, ContextKey.target, ContextKey.lun, ...PASSTHROUGH_KEYS];
 
 /** Checks a placement number (controller, target, lun) against its range. */
 export function parsePlacementNumber(value: string, key: string, max: number): number {
@@ -87,7 +120,106 @@ export function parseParameters(params: Record<string, string>): VolumeParameter
     const v = params[key];
     if (v !== undefined) { parsePlacementNumber(v, key, max); placement[key] = v; }
   }
-  return { logicalBlockSize: logical, physicalBlockSize: physical, ioProfile: io, placement };
+  const passthrough = parsePassthrough(params, 'parameter');
+  return { logicalBlockSize: logical, physicalBlockSize: physical, ioProfile: io, placement, ...(passthrough ? { passthrough } : {}) };
+}
+
+/** Reads the passthrough keys of CreateVolume parameters or a volume context
+ * (`where` names which in messages); undefined when no source key is given.
+ * Each problem is INVALID_ARGUMENT naming the key. Without vhba.io/expected-wwn
+ * a /dev/disk/by-id/wwn-0x… or scsi-3… host device expects the WWN it names. */
+export function parsePassthrough(values: Record<string, string>, where: 'parameter' | 'volume_context'): PassthroughVolume | undefined {
+  const bad = (key: string, why: string): never => { throw invalidArgument(`${where} ${key} ${JSON.stringify(values[key])} ${why}`); };
+  const has = (key: string) => values[key] !== undefined;
+  const device = values[ContextKey.hostDevice];
+  const iscsiGiven = [ContextKey.iscsiPortal, ContextKey.iscsiIqn, ContextKey.iscsiLun, ContextKey.iscsiInitiatorName].filter(has);
+  if (device === undefined && iscsiGiven.length === 0) {
+    const stray = [ContextKey.rawio, ContextKey.expectedWwn, ContextKey.expectedSerial].filter(has);
+    if (stray.length > 0) throw invalidArgument(`${where} ${stray.join(', ')} applies only to a passthrough volume: give ${ContextKey.hostDevice} or ${ContextKey.iscsiPortal}, ${ContextKey.iscsiIqn} and ${ContextKey.iscsiLun}`);
+    return undefined;
+  }
+  if (device !== undefined && iscsiGiven.length > 0) {
+    throw invalidArgument(`${where} ${ContextKey.hostDevice} and ${iscsiGiven.join(', ')} name two devices: give either a host device or an iSCSI LUN`);
+  }
+  let source: PassthroughVolume['source'];
+  if (device !== undefined) {
+    if (!new RegExp(PATTERNS.hostDevicePath).test(device) || device.length > LIMITS.pathMaxLength) bad(ContextKey.hostDevice, 'must be an absolute path under /dev/ without "." or ".." segments, e.g. /dev/disk/by-id/wwn-0x5000c500abcdef01');
+    source = { kind: 'hostDevice', path: device };
+  } else {
+    for (const key of [ContextKey.iscsiPortal, ContextKey.iscsiIqn, ContextKey.iscsiLun]) {
+      if (!has(key)) throw invalidArgument(`${where} ${key} is required with ${iscsiGiven.join(', ')}: an iSCSI LUN needs ${ContextKey.iscsiPortal}, ${ContextKey.iscsiIqn} and ${ContextKey.iscsiLun}`);
+    }
+    const portal = values[ContextKey.iscsiPortal]!;
+    if (portal.length > LIMITS.portalMaxLength || !new RegExp(PATTERNS.iscsiPortal).test(portal)) bad(ContextKey.iscsiPortal, 'must be host or host:port (a DNS name, an IPv4 address or a bracketed IPv6 address; port 1-65535), e.g. 192.0.2.10:3260');
+    const iqn = values[ContextKey.iscsiIqn]!;
+    const iscsiName = new RegExp(PATTERNS.iscsiName);
+    if (iqn.length > LIMITS.iscsiNameMaxLength || !iscsiName.test(iqn)) bad(ContextKey.iscsiIqn, 'must be an iSCSI name: iqn.YYYY-MM.<reversed domain>[:<id>], eui.<16 hex> or naa.<16 or 32 hex>');
+    const lunText = values[ContextKey.iscsiLun]!;
+    if (!/^[0-9]{1,5}$/.test(lunText) || Number(lunText) > LIMITS.maxIscsiLun) bad(ContextKey.iscsiLun, `must be a whole number from 0 to ${LIMITS.maxIscsiLun}`);
+    const initiator = values[ContextKey.iscsiInitiatorName];
+    if (initiator !== undefined && (initiator.length > LIMITS.iscsiNameMaxLength || !iscsiName.test(initiator))) bad(ContextKey.iscsiInitiatorName, 'must be an iSCSI name (iqn., eui. or naa.)');
+    // A portal without a port gets the iSCSI well-known port (RFC 7143 §13.2), as the VirtualDisk API normalises it.
+    const hasPort = portal.startsWith('[') ? portal.includes(']:') : portal.includes(':');
+    const withPort = hasPort ? portal : `${portal}:${DEFAULTS.iscsiPort}`;
+    source = { kind: 'iscsi', portal: withPort, iqn, lun: Number(lunText), ...(initiator === undefined ? {} : { initiatorName: initiator }) };
+  }
+  const rawioText = values[ContextKey.rawio] ?? 'false';
+  if (rawioText !== 'true' && rawioText !== 'false') bad(ContextKey.rawio, 'must be "true" or "false"');
+  const out: PassthroughVolume = { source, rawio: rawioText === 'true' };
+  const wwnText = values[ContextKey.expectedWwn];
+  if (wwnText !== undefined) {
+    if (!new RegExp(PATTERNS.wwn).test(wwnText)) bad(ContextKey.expectedWwn, 'must be an NAA designator in hex (optional 0x): 16 digits starting with 2, 3 or 5, or 32 digits starting with 6');
+    out.expectedWwn = normalizeWwn(wwnText);
+  } else {
+    const fromPath = expectedPassthroughWwn(undefined, device);
+    if (fromPath !== undefined) out.expectedWwn = fromPath;
+  }
+  const serial = values[ContextKey.expectedSerial];
+  if (serial !== undefined) {
+    if (serial.length > 255 || !new RegExp(PATTERNS.serial).test(serial)) bad(ContextKey.expectedSerial, 'must be printable ASCII without leading or trailing spaces, at most 255 characters');
+    out.expectedSerial = serial;
+  }
+  return out;
+}
+
+/** The passthrough keys a validated lun disk stands for: the annotations the
+ * operator puts on its claim, the parameters CreateVolume takes. */
+export function passthroughKeysOf(disk: NormalizedVirtualDisk): Record<string, string> {
+  const out: Record<string, string> = {};
+  const source = disk.source;
+  if (source !== undefined && 'hostDevice' in source) out[ContextKey.hostDevice] = source.hostDevice.path;
+  if (source !== undefined && 'iscsi' in source) {
+    out[ContextKey.iscsiPortal] = source.iscsi.portal;
+    out[ContextKey.iscsiIqn] = source.iscsi.iqn;
+    out[ContextKey.iscsiLun] = String(source.iscsi.lun);
+    if (source.iscsi.initiatorName !== undefined) out[ContextKey.iscsiInitiatorName] = source.iscsi.initiatorName;
+  }
+  out[ContextKey.rawio] = String(disk.rawio);
+  const wwn = expectedPassthroughWwn(disk.wwn, source !== undefined && 'hostDevice' in source ? source.hostDevice.path : undefined);
+  if (wwn !== undefined) out[ContextKey.expectedWwn] = wwn;
+  if (disk.serial !== undefined) out[ContextKey.expectedSerial] = disk.serial;
+  return out;
+}
+
+/** The volume-context keys of a passthrough volume (parsePassthrough reads them back). */
+export function passthroughContext(p: PassthroughVolume): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (p.source.kind === 'hostDevice') out[ContextKey.hostDevice] = p.source.path;
+  else {
+    out[ContextKey.iscsiPortal] = p.source.portal;
+    out[ContextKey.iscsiIqn] = p.source.iqn;
+    out[ContextKey.iscsiLun] = String(p.source.lun);
+    if (p.source.initiatorName !== undefined) out[ContextKey.iscsiInitiatorName] = p.source.initiatorName;
+  }
+  out[ContextKey.rawio] = String(p.rawio);
+  if (p.expectedWwn !== undefined) out[ContextKey.expectedWwn] = p.expectedWwn;
+  if (p.expectedSerial !== undefined) out[ContextKey.expectedSerial] = p.expectedSerial;
+  return out;
+}
+
+/** The device of a passthrough volume in words, for messages. */
+export function describePassthrough(p: PassthroughVolume): string {
+  return p.source.kind === 'hostDevice' ? `host device ${p.source.path}` : `iSCSI LUN ${p.source.lun} of ${p.source.iqn} at ${p.source.portal}`;
 }
 
 /** The size to allocate for a capacity range: required_bytes rounded up to
@@ -146,8 +278,10 @@ export function checkCapabilities(caps: readonly VolumeCapability[], field = 'vo
 export interface VolumeRecord {
   id: string;
   name: string;
+  /** 0 for a passthrough volume: its capacity is the device's, unknown here. */
   capacityBytes: number;
-  /** Backing image path, generated by us at creation. */
+  /** Backing image path, generated by us at creation; '' for a passthrough
+   * volume (parameters.passthrough: no image). */
   path: string;
   parameters: VolumeParameters;
   /** Raw parameters, for the idempotency comparison. */

@@ -44,3 +44,25 @@ export function predictGuestPaths(identity: DiskIdentity): string[] {
   if (hex === '') return [];
   return [`${BY_ID_DIR}/scsi-3${hex}`, `${BY_ID_DIR}/wwn-0x${hex}`];
 }
+
+// The inverse, for the expected identity of a passthrough disk: a hostDevice
+// path that is one of the names above (as the host's udev made them from the
+// device's NAA designator) says which WWN the device must have. Only the
+// whole-LUN names count: a "-partN" link is a partition, and other by-id
+// names (scsi-S…, scsi-1…, ata-…) carry no NAA designator.
+const NAA_HEX = '([235][0-9a-fA-F]{15}|6[0-9a-fA-F]{31})';
+const BY_ID_WWN = new RegExp(`^${BY_ID_DIR}/(?:wwn-0x|scsi-3)${NAA_HEX}$`);
+
+/** The WWN (lowercase hex, no 0x) named by `/dev/disk/by-id/wwn-0x<naa>` or
+ * `/dev/disk/by-id/scsi-3<naa>`; undefined for any other path. */
+export function wwnFromByIdPath(path: string): string | undefined {
+  return BY_ID_WWN.exec(path)?.[1]?.toLowerCase();
+}
+
+/** The WWN a passthrough disk's device must have: the spec's (already
+ * normalised) when given, else the one its hostDevice path names, else
+ * undefined (whatever the device has). */
+export function expectedPassthroughWwn(specWwn: string | undefined, hostDevicePath: string | undefined): string | undefined {
+  if (specWwn !== undefined) return specWwn;
+  return hostDevicePath === undefined ? undefined : wwnFromByIdPath(hostDevicePath);
+}

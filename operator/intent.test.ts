@@ -30,4 +30,19 @@ describe('intentFromDisk', () => {
     if (!r.ok) throw new Error(JSON.stringify(r.errors));
     expect(intentFromDisk(r.disk)).toEqual({ key: 'ns/p', identitySeed: 'ns/p', vmName: 'vm', ioProfile: 'shared', wwn: '5000c500abcdef01', passthrough: true });
   });
+
+  it('a lun disk without spec.wwn expects the WWN its /dev/disk/by-id hostDevice path names; other paths expect none', () => {
+    const lun = (path: string) => {
+      const r = validateVirtualDisk({
+        apiVersion: 'vhba.io/v1alpha1', kind: 'VirtualDisk', metadata: { name: 'p', namespace: 'ns', uid: 'u-p' },
+        spec: { vmName: 'vm', deviceType: 'lun', source: { hostDevice: { path } } },
+      });
+      if (!r.ok) throw new Error(JSON.stringify(r.errors));
+      return intentFromDisk(r.disk, 'operator');
+    };
+    expect(lun('/dev/disk/by-id/scsi-35000C500ABCDEF02').wwn).toBe('5000c500abcdef02');
+    expect(lun('/dev/disk/by-id/wwn-0x5000c500abcdef02').wwn).toBe('5000c500abcdef02');
+    expect(lun('/dev/sg3').wwn).toBeUndefined();
+    expect(lun('/dev/disk/by-id/wwn-0x5000c500abcdef02-part1').wwn).toBeUndefined();
+  });
 });

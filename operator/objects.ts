@@ -3,7 +3,8 @@
 // volume claims the operator creates for them (PersistentVolumeClaims in
 // Kubernetes). Plus the pure helpers that tie the two together: the claim's
 // deterministic name, its annotations, and the assignment a status records.
-import { IO_PROFILES, normalizeWwn, type VirtualDiskSpec, type VirtualDiskStatus } from './api/virtualdisk.ts';
+import { ContextKey, passthroughKeysOf } from '../csi/volumes.ts';
+import { IO_PROFILES, normalizeWwn, type NormalizedVirtualDisk, type VirtualDiskSpec, type VirtualDiskStatus } from './api/virtualdisk.ts';
 import type { Assignment, DiskPlanResult } from './planner.ts';
 
 /** The finalizer the operator puts on every VirtualDisk before anything else. */
@@ -21,7 +22,22 @@ export const ANNOTATIONS = {
   disk: 'vhba.io/disk',
   /** source.file.path, when the disk names one (resolved by the CSI plugin). */
   sourceFile: 'vhba.io/source-file',
+  // deviceType lun (passthrough): the device and policy, under the CSI
+  // plugin's volume-context keys (csi/volumes.ts ContextKey).
+  hostDevice: ContextKey.hostDevice,
+  iscsiPortal: ContextKey.iscsiPortal,
+  iscsiIqn: ContextKey.iscsiIqn,
+  iscsiLun: ContextKey.iscsiLun,
+  iscsiInitiatorName: ContextKey.iscsiInitiatorName,
+  rawio: ContextKey.rawio,
+  /** The identity the device must have, when known (spec, or a by-id path). */
+  expectedWwn: ContextKey.expectedWwn,
+  expectedSerial: ContextKey.expectedSerial,
 } as const;
+
+/** The storage request of a lun disk's claim: a placeholder (1 MiB). The
+ * capacity is the device's own; the CSI plugin does not size the volume. */
+export const PASSTHROUGH_CLAIM_REQUEST_BYTES = 1 << 20;
 
 /** Label on every claim the operator creates (the claim informer's selector). */
 export const MANAGED_BY_LABEL = { key: 'app.kubernetes.io/managed-by', value: 'vhba-operator' } as const;
@@ -102,6 +118,14 @@ export function claimNameFor(disk: DiskObject): string {
   return `vhba-${disk.metadata.uid}`;
 }
 
+/** The claim whose volume backs a disk: the user's (source.pvc, `owned`
+ * false) or the one the operator creates (every other source, lun disks too). */
+export function claimRefOf(disk: DiskObject): { name: string; owned: boolean } {
+  const source = disk.spec?.source as unknown;
+  if (source !== null && typeof source === 'object' && 'pvc' in source) return { name: (source as { pvc: { claimName: string } }).pvc.claimName, owned: false };
+  return { name: claimNameFor(disk), owned: true };
+}
+
 /** The assignment a disk's status records, or undefined when it has none (or
  * it is malformed). vmName comes from the spec (immutable by a CEL rule). */
 export function assignmentFromStatus(disk: DiskObject): Assignment | undefined {
@@ -125,8 +149,11 @@ export function assignmentFromStatus(disk: DiskObject): Assignment | undefined {
   };
 }
 
-/** The annotations a claim carries for an assigned disk. */
-export function claimAnnotations(disk: DiskObject, result: DiskPlanResult): Record<string, string> {
+/** The annotations a claim carries for an assigned disk (`valid` is its
+ * validated spec). A lun disk's carry its device, rawio and the expected
+ * identity (result.serial/wwn: from the spec or a by-id path) instead of a
+ * serial and WWN of ours. */
+export function claimAnnotations(disk: DiskObject, result: DiskPlanResult, valid: NormalizedVirtualDisk): Record<string, string> {
   const a = result.address;
   const annotations: Record<string, string> = {
     [ANNOTATIONS.disk]: disk.metadata.name,
@@ -134,12 +161,17 @@ export function claimAnnotations(disk: DiskObject, result: DiskPlanResult): Reco
     [ANNOTATIONS.controller]: String(a?.controller ?? ''),
     [ANNOTATIONS.target]: String(a?.target ?? ''),
     [ANNOTATIONS.lun]: String(a?.lun ?? ''),
-    [ANNOTATIONS.serial]: result.serial,
-    [ANNOTATIONS.wwn]: `0x${result.wwn}`,
   };
-  const source = disk.spec.source;
-  if (source !== undefined && 'file' in source) annotations[ANNOTATIONS.sourceFile] = source.file.path;
-  return annotations;
+  const source = valid.source;
+  if (valid.deviceType !== 'lun') {
+    annotations[ANNOTATIONS.serial] = result.serial;
+    annotations[ANNOTATIONS.wwn] = `0x${result.wwn}`;
+    if (source !== undefined && 'file' in source) annotations[ANNOTATIONS.sourceFile] = source.file.path;
+    return annotations;
+  }
+  // The device, rawio and expected identity (spec, or a by-id path: the
+  // planner's result.serial/wwn are the same values).
+  return { ...annotations, ...passthroughKeysOf(valid) };
 }
 
 /** Owner reference from a claim to its VirtualDisk (garbage collection, and

@@ -256,11 +256,12 @@ describe('Reconciler over the memory store', () => {
 });
 
 describe('planVm: passthrough (deviceType lun) disks', () => {
-  it('gets an address and a DeviceIdentity condition, no claim; re-planning its own status is a no-op; deleting releases at once', async () => {
+  it('gets an address, a DeviceIdentity condition and a placeholder claim naming its device; re-planning is a no-op; deleting deletes the claim', async () => {
     const store = new MemoryStore();
     const reconciler = new Reconciler({ store, log, now: () => new Date(NOW) });
-    store.apply({ metadata: { name: 'p', namespace: 'ns' }, spec: { vmName: 'vm', deviceType: 'lun', source: { hostDevice: { path: '/dev/disk/by-id/wwn-0x5000c500abcdef02' } } } });
-    store.apply({ metadata: { name: 'q', namespace: 'ns' }, spec: { vmName: 'vm', deviceType: 'lun', wwn: '0x5000c500abcdef01', source: { iscsi: { portal: 'h:3260', iqn: 'iqn.2003-01.org.example', lun: 1 } } } });
+    store.apply({ metadata: { name: 'p', namespace: 'ns' }, spec: { vmName: 'vm', deviceType: 'lun', rawio: true, source: { hostDevice: { path: '/dev/sg3' } } } });
+    store.apply({ metadata: { name: 'q', namespace: 'ns' }, spec: { vmName: 'vm', deviceType: 'lun', wwn: '0x5000c500abcdef01', serial: 'ZA1', source: { iscsi: { portal: 'h', iqn: 'iqn.2003-01.org.example', lun: 1, initiatorName: 'iqn.2026-11.io.vhba:n1' } } } });
+    store.apply({ metadata: { name: 'r', namespace: 'ns' }, spec: { vmName: 'vm', deviceType: 'lun', source: { hostDevice: { path: '/dev/disk/by-id/wwn-0x5000c500abcdef02' } } } });
     await converge(store, reconciler);
     const p = store.get('ns', 'p')!;
     expect(p.status).toMatchObject({ phase: 'Assigned', scsiAddress: '0:0:0' });
@@ -269,10 +270,36 @@ describe('planVm: passthrough (deviceType lun) disks', () => {
     expect(p.status?.conditions?.map((c) => [c.type, c.reason])).toEqual([['Assigned', 'Assigned'], ['DeviceIdentity', 'FromDevice']]);
     const q = store.get('ns', 'q')!;
     expect(q.status).toMatchObject({ scsiAddress: '0:1:0', wwn: '0x5000c500abcdef01', guestDevicePaths: ['/dev/disk/by-id/scsi-35000c500abcdef01', '/dev/disk/by-id/wwn-0x5000c500abcdef01'] });
-    expect(store.allClaims()).toEqual([]);
-    expect(planVm(world([p, q])).steps.size).toBe(0);
+    // No spec.wwn, but the by-id path names the device's NAA designator: expected, shown, checked at attach.
+    const r = store.get('ns', 'r')!;
+    expect(r.status).toMatchObject({ scsiAddress: '0:2:0', wwn: '0x5000c500abcdef02', guestDevicePaths: ['/dev/disk/by-id/scsi-35000c500abcdef02', '/dev/disk/by-id/wwn-0x5000c500abcdef02'] });
+    expect(r.status?.conditions?.find((c) => c.type === 'DeviceIdentity')?.reason).toBe('ExpectedBySpec');
+
+    expect(store.allClaims().map((c) => c.metadata.name).sort()).toEqual([p, q, r].map(claimNameFor).sort());
+    const claimOfDisk = (d: DiskObject) => store.allClaims().find((c) => c.metadata.name === claimNameFor(d))!;
+    expect(claimOfDisk(p).requestBytes).toBe(1 << 20);
+    expect(claimOfDisk(p).metadata.annotations).toEqual({
+      'vhba.io/disk': 'p', 'vhba.io/vm': 'vm', 'vhba.io/controller': '0', 'vhba.io/target': '0', 'vhba.io/lun': '0',
+      'vhba.io/host-device': '/dev/sg3', 'vhba.io/rawio': 'true',
+    });
+    expect(claimOfDisk(q).metadata.annotations).toEqual({
+      'vhba.io/disk': 'q', 'vhba.io/vm': 'vm', 'vhba.io/controller': '0', 'vhba.io/target': '1', 'vhba.io/lun': '0',
+      'vhba.io/iscsi-portal': 'h:3260', 'vhba.io/iscsi-iqn': 'iqn.2003-01.org.example', 'vhba.io/iscsi-lun': '1', 'vhba.io/iscsi-initiator-name': 'iqn.2026-11.io.vhba:n1',
+      'vhba.io/rawio': 'false', 'vhba.io/expected-wwn': '5000c500abcdef01', 'vhba.io/expected-serial': 'ZA1',
+    });
+    expect(claimOfDisk(r).metadata.annotations).toMatchObject({ 'vhba.io/host-device': '/dev/disk/by-id/wwn-0x5000c500abcdef02', 'vhba.io/expected-wwn': '5000c500abcdef02' });
+    expect(claimOfDisk(r).metadata.annotations?.['vhba.io/expected-serial']).toBeUndefined();
+    expect(claimOfDisk(r).metadata.annotations?.['vhba.io/serial']).toBeUndefined();
+
+    const world2 = world([p, q, r].map((d) => store.get('ns', d.metadata.name)!), { claims: new Map(store.allClaims().map((c) => [`ns/${c.metadata.name}`, c])) });
+    expect(planVm(world2).steps.size).toBe(0);
+    // A bound claim is never grown to the lun disk's capacity (0: the device's).
+    const bound = new Map([...world2.claims].map(([k, c]) => [k, { ...c, volumeName: 'pv-1' }]));
+    expect(planVm({ ...world2, claims: bound }).steps.size).toBe(0);
+
     store.delete('ns', 'p');
     await converge(store, reconciler);
     expect(store.get('ns', 'p')).toBeUndefined();
+    expect(store.allClaims().map((c) => c.metadata.name)).not.toContain(claimNameFor(p));
   });
 });

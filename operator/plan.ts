@@ -19,15 +19,16 @@
 // bound to the disk's claim (the Store reports them), and (b) the claim the
 // operator created is gone from the API (Kubernetes' pvc-protection keeps it
 // while any pod uses it). Disks with source.pvc (the user's claim) need (a)
-// only: their claim is not ours to delete. Passthrough disks (hostDevice,
-// iscsi) have no claim: the operator assigns their address and reports their
-// status; attaching the device on the node is `vhba serve`/`vhba attach`
-// there (no CSI volume carries it).
+// only: their claim is not ours to delete. Passthrough disks (deviceType lun:
+// hostDevice, iscsi) get a claim like file-backed ones, whose annotations name
+// the device (objects.ts) and whose request is a placeholder
+// (PASSTHROUGH_CLAIM_REQUEST_BYTES: the capacity is the device's); the CSI
+// plugin attaches the device on the node.
 import { validateVirtualDisk } from './api/validate.ts';
 import { formatAddress, type Condition, type NormalizedVirtualDisk, type VirtualDiskStatus } from './api/virtualdisk.ts';
 import { intentFromDisk } from './intent.ts';
 import {
-  FINALIZER, MANAGED_BY_LABEL, assignmentFromStatus, claimAnnotations, claimNameFor, isOwnedBy, objectKey, ownerReferenceTo,
+  FINALIZER, MANAGED_BY_LABEL, PASSTHROUGH_CLAIM_REQUEST_BYTES, assignmentFromStatus, claimAnnotations, claimNameFor, claimRefOf, isOwnedBy, objectKey, ownerReferenceTo,
   type ClaimObject, type ClaimSpec, type DiskObject,
 } from './objects.ts';
 import { DEFAULT_PLAN_LIMITS, planAssignments, type Assignment, type DiskIntent, type DiskPlanResult, type PlanLimits } from './planner.ts';
@@ -93,17 +94,15 @@ function validate(disk: DiskObject): ReturnType<typeof validateVirtualDisk> {
   return validateVirtualDisk({ apiVersion: disk.apiVersion, kind: disk.kind, metadata: { name, namespace, uid, ...(generation === undefined ? {} : { generation }) }, spec: disk.spec });
 }
 
-/** Whether the disk gets a claim created by the operator (no pvc or hostDevice source). */
+/** Whether the disk gets a claim created by the operator (every source but pvc). */
 function wantsOwnedClaim(disk: NormalizedVirtualDisk): boolean {
-  return disk.source === undefined || 'file' in disk.source;
+  return disk.source === undefined || !('pvc' in disk.source);
 }
 
-/** The claim whose volume backs the disk: ours, the user's (source.pvc), or none. */
-function claimOf(disk: DiskObject): { name: string; owned: boolean } | undefined {
-  const source = disk.spec?.source;
-  if (source !== undefined && typeof source === 'object' && 'pvc' in source) return { name: source.pvc.claimName, owned: false };
-  if (source !== undefined && typeof source === 'object' && ('hostDevice' in source || 'iscsi' in source)) return undefined;
-  return { name: claimNameFor(disk), owned: true };
+/** The storage a disk's claim requests: its capacity, or for a lun disk the
+ * placeholder (the device's own capacity is what the guest sees). */
+function claimRequestBytes(disk: NormalizedVirtualDisk): number {
+  return disk.deviceType === 'lun' ? PASSTHROUGH_CLAIM_REQUEST_BYTES : disk.capacityBytes;
 }
 
 /** JSON with object keys sorted (the API server returns keys in its own order). */
@@ -260,16 +259,17 @@ export function planVm(world: VmWorld): VmPlan {
 
     const claimName = claimNameFor(disk);
     const claim = world.claims.get(`${ns}/${claimName}`);
-    const annotations = claimAnnotations(disk, result);
+    const annotations = claimAnnotations(disk, result, valid);
+    const requestBytes = claimRequestBytes(valid);
     if (claim === undefined) {
       const storageClassName = valid.storageClassName ?? world.defaultStorageClass;
       add(key, {
         kind: 'createClaim', disk: key,
         claim: {
           namespace: ns, name: claimName, labels: { [MANAGED_BY_LABEL.key]: MANAGED_BY_LABEL.value }, annotations,
-          owner: ownerReferenceTo(disk), storageClassName, requestBytes: valid.capacityBytes,
+          owner: ownerReferenceTo(disk), storageClassName, requestBytes,
         },
-        event: { type: 'Normal', reason: 'ClaimCreated', message: `created PersistentVolumeClaim ${claimName} (StorageClass ${storageClassName}, ${formatBytes(valid.capacityBytes)}) for ${result.vmName} at ${result.address === undefined ? '?' : formatAddress(result.address)}` },
+        event: { type: 'Normal', reason: 'ClaimCreated', message: `created PersistentVolumeClaim ${claimName} (StorageClass ${storageClassName}, ${valid.deviceType === 'lun' ? `${formatBytes(requestBytes)} placeholder: the device's own capacity` : formatBytes(requestBytes)}) for ${result.vmName} at ${result.address === undefined ? '?' : formatAddress(result.address)}` },
       });
       continue;
     }
@@ -281,11 +281,11 @@ export function planVm(world: VmWorld): VmPlan {
     const staleAnnotations = Object.entries(annotations).some(([k, v]) => claim.metadata.annotations?.[k] !== v);
     // A claim's request may only grow once it is bound (Kubernetes refuses
     // spec changes of unbound claims); until then the new size waits.
-    const grow = claim.requestBytes < valid.capacityBytes && claim.volumeName !== undefined;
+    const grow = claim.requestBytes < requestBytes && claim.volumeName !== undefined;
     if (staleAnnotations || grow) {
       add(key, {
-        kind: 'updateClaim', disk: key, claim: claimName, annotations, ...(grow ? { requestBytes: valid.capacityBytes } : {}),
-        event: { type: 'Normal', reason: 'ClaimUpdated', message: `updated PersistentVolumeClaim ${claimName}: ${[staleAnnotations ? 'assignment annotations' : '', grow ? `request ${formatBytes(valid.capacityBytes)}` : ''].filter(Boolean).join(', ')}` },
+        kind: 'updateClaim', disk: key, claim: claimName, annotations, ...(grow ? { requestBytes } : {}),
+        event: { type: 'Normal', reason: 'ClaimUpdated', message: `updated PersistentVolumeClaim ${claimName}: ${[staleAnnotations ? 'assignment annotations' : '', grow ? `request ${formatBytes(requestBytes)}` : ''].filter(Boolean).join(', ')}` },
       });
     }
   }
@@ -295,8 +295,8 @@ export function planVm(world: VmWorld): VmPlan {
 /** The release steps of a deleted disk that still carries our finalizer. */
 function planRelease(world: VmWorld, disk: DiskObject, plan: VmPlan, add: (key: string, action: Action | undefined) => void): void {
   const key = objectKey(disk.metadata);
-  const claimRef = claimOf(disk);
-  const claim = claimRef === undefined ? undefined : world.claims.get(`${disk.metadata.namespace}/${claimRef.name}`);
+  const claimRef = claimRefOf(disk);
+  const claim = world.claims.get(`${disk.metadata.namespace}/${claimRef.name}`);
   const attached = world.attachments.get(key) ?? [];
   const at = disk.status?.scsiAddress ?? (disk.status?.address === undefined ? 'no address' : formatAddress(disk.status.address));
   const wait = (why: string): void => {
@@ -307,7 +307,7 @@ function planRelease(world: VmWorld, disk: DiskObject, plan: VmPlan, add: (key: 
     wait(`the volume is detached (still attached: VolumeAttachment ${attached.join(', ')})`);
     return;
   }
-  if (claimRef?.owned === true && claim !== undefined && isOwnedBy(claim, disk)) {
+  if (claimRef.owned && claim !== undefined && isOwnedBy(claim, disk)) {
     if (claim.metadata.deletionTimestamp === undefined) {
       add(key, { kind: 'deleteClaim', disk: key, claim: claimRef.name, uid: claim.metadata.uid, event: { type: 'Normal', reason: 'ClaimDeleted', message: `deleted PersistentVolumeClaim ${claimRef.name}` } });
     } else {

@@ -14,7 +14,7 @@
 import type { Logger } from 'pino';
 import { runPlan } from './executor.ts';
 import type { OperatorMetrics } from './metrics.ts';
-import { DEFAULT_STORAGE_CLASS, FINALIZER, claimNameFor, type ClaimObject, type DiskObject, objectKey } from './objects.ts';
+import { DEFAULT_STORAGE_CLASS, FINALIZER, claimRefOf, type ClaimObject, type DiskObject, objectKey } from './objects.ts';
 import { planVm, type VmPlan } from './plan.ts';
 import type { PlanLimits } from './planner.ts';
 import type { Store } from './store.ts';
@@ -68,10 +68,7 @@ export class Reconciler {
     const attachments = new Map<string, string[]>();
     for (const disk of disks) {
       const ns = disk.metadata.namespace;
-      const source = disk.spec?.source;
-      const claimName = source !== undefined && typeof source === 'object' && 'pvc' in source ? source.pvc.claimName
-        : source !== undefined && typeof source === 'object' && ('hostDevice' in source || 'iscsi' in source) ? undefined : claimNameFor(disk);
-      if (claimName === undefined) continue;
+      const claimName = claimRefOf(disk).name;
       const claim = store.claim(ns, claimName);
       if (claim !== undefined) claims.set(`${ns}/${claimName}`, claim);
       if (disk.metadata.deletionTimestamp !== undefined && (disk.metadata.finalizers ?? []).includes(FINALIZER)) {

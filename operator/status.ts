@@ -55,13 +55,13 @@ function passthroughIdentity(result: DiskPlanResult, device: KnownDeviceIdentity
   const noNaa = 'the device has no NAA designator (VPD 83h), so its /dev/disk/by-id names come from its other designators: see ls -l /dev/disk/by-id in the guest';
   if (fromSpec) {
     const rest = wwn === '' ? `; ${device === undefined ? 'set spec.wwn to have the guest paths predicted' : noNaa}` : '';
-    return { serial, wwn, reason: 'ExpectedBySpec', message: `the guest sees the device's own serial and WWN; shown here as spec.serial/spec.wwn expect them (attach refuses a device that differs)${rest}` };
+    return { serial, wwn, reason: 'ExpectedBySpec', message: `the guest sees the device's own serial and WWN; shown here as expected by spec.serial/spec.wwn or by the WWN in the hostDevice's /dev/disk/by-id/wwn-0x… or scsi-3… name (attach refuses a device that differs)${rest}` };
   }
   if (device !== undefined) {
     return { serial, wwn, reason: 'ReportedByDevice', message: `serial and WWN as the attached device reported them (VPD 80h/83h)${wwn === '' ? `; ${noNaa}` : ''}` };
   }
   return {
     serial, wwn, reason: 'FromDevice',
-    message: 'the guest sees the device\'s own serial and WWN, which vhba learns only when the device is attached on the node; set spec.serial and spec.wwn to the device\'s values to have them (and the guest paths) shown here and checked at attach',
+    message: 'the guest sees the device\'s own serial and WWN, which vhba learns only when the device is attached on the node; set spec.serial and spec.wwn to the device\'s values (or name a host device by its /dev/disk/by-id/wwn-0x… link) to have them (and the guest paths) shown here and checked at attach',
   };
 }

@@ -38,6 +38,7 @@ PACKAGES=(
   libiscsi-dev        # the engine's iSCSI passthrough transport (issue 8; links libiscsi7)
   libiscsi-bin        # iscsi-inq, iscsi-ls: looking at a tgtd target directly
   tgt                 # tgtd: the userspace iSCSI target the passthrough tests talk to
+  qemu-block-extra    # qemu-storage-daemon's iSCSI driver: the passthrough benchmark's peer
 )
 
 check_only=false

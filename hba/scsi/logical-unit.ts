@@ -25,15 +25,10 @@ import {
   senseUaReportedLunsDataChanged,
   type SenseCode,
 } from './sense.ts';
+import { UnitActivity, type LogicalUnitStats } from './unit-activity.ts';
 import { Status, type BlockBackend, type LogicalUnitParams, type ScsiCommand, type ScsiResult, type ScsiUnit } from './types.ts';
 
-/** Per-LU I/O counters. */
-export interface LogicalUnitStats {
-  reads: number;
-  writes: number;
-  bytesRead: number;
-  bytesWritten: number;
-}
+export type { LogicalUnitStats } from './unit-activity.ts';
 
 /** Told about the LU state a native data path mirrors (hba/fastpath.ts,
  * issue 4): unit attentions pending or not, WCE, capacity. */
@@ -117,9 +112,7 @@ export class LogicalUnit implements ScsiUnit {
   /** Pending unit attentions, oldest first; a fresh LU reports POWER ON first. */
   #unitAttentions: SenseCode[] = [senseUaPowerOnReset];
   #snapshot: UnitSnapshot | undefined;
-  #stats: LogicalUnitStats = { reads: 0, writes: 0, bytesRead: 0, bytesWritten: 0 };
-  #inFlight = 0;
-  #idleWaiters: (() => void)[] = [];
+  readonly #activity = new UnitActivity();
   /** Set while quiesce() holds the LU still; new commands wait for it. */
   #hold: Promise<void> | undefined;
   /** The native fast path's hook (issue 4), if one is attached. */
@@ -145,12 +138,12 @@ export class LogicalUnit implements ScsiUnit {
         return ua && buildFixedSense(ua);
       },
       recordRead: (bytes) => {
-        this.#stats.reads++;
-        this.#stats.bytesRead += bytes;
+        this.#activity.stats.reads++;
+        this.#activity.stats.bytesRead += bytes;
       },
       recordWrite: (bytes) => {
-        this.#stats.writes++;
-        this.#stats.bytesWritten += bytes;
+        this.#activity.stats.writes++;
+        this.#activity.stats.bytesWritten += bytes;
       },
     };
   }
@@ -186,12 +179,7 @@ export class LogicalUnit implements ScsiUnit {
   /** Runs one command. Never rejects: every failure is a CHECK CONDITION. */
   async execute(cmd: ScsiCommand): Promise<ScsiResult> {
     while (this.#hold) await this.#hold; // quiesced for a snapshot: wait, do not fail
-    this.#inFlight++;
-    try {
-      return fitDataIn(await this.#run(cmd), cmd.dataInCapacity);
-    } finally {
-      if (--this.#inFlight === 0) for (const wake of this.#idleWaiters.splice(0)) wake();
-    }
+    return this.#activity.track(async () => fitDataIn(await this.#run(cmd), cmd.dataInCapacity));
   }
 
   async #run(cmd: ScsiCommand): Promise<ScsiResult> {
@@ -312,21 +300,17 @@ export class LogicalUnit implements ScsiUnit {
 
   /** A copy of the I/O counters. */
   stats(): LogicalUnitStats {
-    const own = this.#stats;
-    const native = this.#observer?.externalStats();
-    if (!native) return { ...own };
-    return { reads: own.reads + native.reads, writes: own.writes + native.writes, bytesRead: own.bytesRead + native.bytesRead, bytesWritten: own.bytesWritten + native.bytesWritten };
+    return this.#activity.total(this.#observer?.externalStats());
   }
 
   /** Commands currently executing. */
   get inFlight(): number {
-    return this.#inFlight;
+    return this.#activity.inFlight;
   }
 
   /** Resolves when no command is executing. */
   drain(): Promise<void> {
-    if (this.#inFlight === 0) return Promise.resolve();
-    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+    return this.#activity.drain();
   }
 
   /** Holds the LU at one point in time (a crash-consistent snapshot point):

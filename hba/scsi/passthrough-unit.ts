@@ -15,7 +15,7 @@
 //     LENGTH not above it. Every other byte is the device's, unchanged.
 // The native data path (hba/fastpath.ts) serves the LUN's commands itself
 // while no unit attention of ours is pending; what it defers comes here.
-import type { LogicalUnitStats } from './logical-unit.ts';
+import { UnitActivity, type LogicalUnitStats } from './unit-activity.ts';
 import { isRefused } from './passthrough-policy.ts';
 import {
   ScsiError,
@@ -92,9 +92,7 @@ export class PassthroughUnit implements ScsiUnit {
   /** Our pending unit attentions: at most REPORTED LUNS DATA HAS CHANGED. */
   #unitAttentions: SenseCode[] = [];
   #observer: PassthroughUnitObserver | undefined;
-  #stats: LogicalUnitStats = { reads: 0, writes: 0, bytesRead: 0, bytesWritten: 0 };
-  #inFlight = 0;
-  #idleWaiters: (() => void)[] = [];
+  readonly #activity = new UnitActivity();
   #closed = false;
 
   constructor(port: ScsiDevicePort, identity: DeviceIdentity, options: PassthroughUnitOptions) {
@@ -120,12 +118,7 @@ export class PassthroughUnit implements ScsiUnit {
    * gets the BAD TARGET service response (the LUN is gone). */
   async execute(cmd: ScsiCommand): Promise<ScsiResult> {
     if (this.#closed) return { serviceFailure: 'bad-target', status: Status.GOOD };
-    this.#inFlight++;
-    try {
-      return fitDataIn(await this.#run(cmd), cmd.dataInCapacity);
-    } finally {
-      if (--this.#inFlight === 0) for (const wake of this.#idleWaiters.splice(0)) wake();
-    }
+    return this.#activity.track(async () => fitDataIn(await this.#run(cmd), cmd.dataInCapacity));
   }
 
   async #run(cmd: ScsiCommand): Promise<ScsiResult> {
@@ -187,11 +180,11 @@ export class PassthroughUnit implements ScsiUnit {
   #count(cmd: ScsiCommand, result: ScsiResult): void {
     if (result.status !== Status.GOOD) return;
     if (cmd.dataOut.length > 0) {
-      this.#stats.writes++;
-      this.#stats.bytesWritten += result.dataOutConsumed ?? cmd.dataOut.length;
+      this.#activity.stats.writes++;
+      this.#activity.stats.bytesWritten += result.dataOutConsumed ?? cmd.dataOut.length;
     } else if (cmd.dataInCapacity > 0) {
-      this.#stats.reads++;
-      this.#stats.bytesRead += Math.min(result.dataIn?.length ?? 0, cmd.dataInCapacity);
+      this.#activity.stats.reads++;
+      this.#activity.stats.bytesRead += Math.min(result.dataIn?.length ?? 0, cmd.dataInCapacity);
     }
   }
 
@@ -235,21 +228,17 @@ export class PassthroughUnit implements ScsiUnit {
 
   /** Counters of commands run here plus those the observer reports (native). */
   stats(): LogicalUnitStats {
-    const own = this.#stats;
-    const native = this.#observer?.externalStats?.();
-    if (!native) return { ...own };
-    return { reads: own.reads + native.reads, writes: own.writes + native.writes, bytesRead: own.bytesRead + native.bytesRead, bytesWritten: own.bytesWritten + native.bytesWritten };
+    return this.#activity.total(this.#observer?.externalStats?.());
   }
 
   /** Commands currently executing. */
   get inFlight(): number {
-    return this.#inFlight;
+    return this.#activity.inFlight;
   }
 
   /** Resolves when no command is executing. */
   drain(): Promise<void> {
-    if (this.#inFlight === 0) return Promise.resolve();
-    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+    return this.#activity.drain();
   }
 
   /** Refuses new commands and waits for running ones. The port stays open:

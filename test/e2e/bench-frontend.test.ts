@@ -3,15 +3,20 @@
 // verify mode reads back intact over two exports (two connections), a byte
 // corrupted behind the back-end's back is caught, notification variants
 // (EVENT_IDX, indirect descriptors, polling) all complete cleanly, and
-// `bench/run.ts --quick` produces its table, JSON and PNG.
+// `bench/run.ts --quick` produces its table, JSON and PNG; its passthrough
+// section (one tgtd iSCSI LUN through vhba, qsd's iscsi driver and libiscsi
+// directly) reports non-zero numbers and the vhba/qsd ratios (measured, not
+// asserted: the numbers are performance, only their presence is checked).
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, readSync, rmSync, statSync, writeSync } from 'node:fs';
+import { existsSync, mkdtempSync, openSync, closeSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBackingFiles } from '../../bench/lib/files.ts';
 import { buildNative, runFrontend, type FrontendRun } from '../../bench/lib/native.ts';
+import type { PassthroughReport } from '../../bench/lib/passthrough.ts';
 import { qsd, type RunningSystem } from '../../bench/lib/systems.ts';
+import { tgtdAvailable } from '../passthrough/tgtd.ts';
 
 const FILE_SIZE = 8 << 20;
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -121,7 +126,19 @@ describe('bench/run.ts --quick', () => {
       const report = JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8')) as {
         summary: Array<{ key: string; qsd: { median: number } | null }>;
         ceiling: { mbps: { median: number } };
+        passthrough: PassthroughReport | null;
       };
+      // The passthrough section is on by default: skipped only without tgtd,
+      // else it ran for the systems asked for (qsd) and the direct floor.
+      expect(report.passthrough).not.toBeNull();
+      if (tgtdAvailable()) {
+        expect(report.passthrough!.skipped).toBeNull();
+        expect(report.passthrough!.paths.map((p) => p.name)).toContain('qsd');
+        expect(report.passthrough!.summary.find((s) => s.key === 'pt-randread-qd16-iops')?.qsd?.median).toBeGreaterThan(0);
+        expect(r.stdout).toMatch(/passthrough — one tgtd LUN/);
+      } else {
+        expect(report.passthrough!.skipped).toMatch(/tgtd/);
+      }
       expect(report.ceiling.mbps.median).toBeGreaterThan(0);
       for (const key of ['randread-qd1-p50', 'randread-qd32-iops', 'randwrite-qd32-iops', 'sweep-4-mbps', 'randread-qd32-cpu']) {
         expect(report.summary.find((s) => s.key === key)?.qsd?.median, key).toBeGreaterThan(0);
@@ -130,6 +147,37 @@ describe('bench/run.ts --quick', () => {
       expect(png.subarray(1, 4).toString('latin1')).toBe('PNG');
       expect(statSync(join(out, 'lun-sweep.png')).size).toBeGreaterThan(5000);
       expect(existsSync(join(out, 'lun-sweep.svg'))).toBe(true);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  });
+});
+
+describe.skipIf(!tgtdAvailable())('bench/run.ts --quick --passthrough-only (tgtd on loopback)', () => {
+  it('serves one iSCSI LUN through vhba, qsd and libiscsi directly, and reports vhba/qsd', () => {
+    const out = mkdtempSync('/tmp/vhba-bench-out-');
+    try {
+      const r = spawnSync(process.execPath, [join(ROOT, 'bench/run.ts'), '--quick', '--passthrough-only', '--out', out], { encoding: 'utf8', timeout: 180_000 });
+      expect(r.status, r.stderr).toBe(0);
+      const files = readdirSync(out).filter((f) => f.endsWith('-passthrough.json'));
+      expect(files).toHaveLength(1);
+      const report = (JSON.parse(readFileSync(join(out, files[0]!), 'utf8')) as { passthrough: PassthroughReport }).passthrough;
+      expect(report.skipped).toBeNull();
+      expect(report.directSkipped).toBeNull();
+      expect(report.paths.map((p) => [p.name, p.startErrors.length])).toEqual([['direct', 0], ['qsd', 0], ['vhba', 0]]);
+      expect(report.failures).toBe(0);
+      for (const key of ['pt-randread-qd1-p50', 'pt-randread-qd1-p99', 'pt-randread-qd16-iops', 'pt-randwrite-qd16-iops', 'pt-seqread-64k-qd4-mbps']) {
+        const row = report.summary.find((s) => s.key === key)!;
+        expect(row, key).toBeDefined();
+        for (const path of ['direct', 'qsd', 'vhba'] as const) expect(row[path]?.median, `${key} ${path}`).toBeGreaterThan(0);
+        expect(row.vhbaOverQsd, key).toBeGreaterThan(0);
+        expect(row.vhbaOverDirect, key).toBeGreaterThan(0);
+        console.log(`passthrough ${key}: vhba/qsd ${row.vhbaOverQsd!.toFixed(2)}, vhba/direct ${row.vhbaOverDirect!.toFixed(2)}`);
+      }
+      // Every I/O of every path completed without a SCSI or transport error.
+      for (const p of report.paths) for (const w of Object.values(p.runs[0]!)) expect(w.errors, p.name).toBe(0);
+      expect(r.stdout).toMatch(/vhba\/qsd/);
+      expect(r.stdout).toMatch(/64k seqread QD4 \(MB\/s\)/);
     } finally {
       rmSync(out, { recursive: true, force: true });
     }

@@ -32,6 +32,9 @@ export interface TgtdOptions {
   iqn?: string;
   /** How long to wait for the portal to accept connections; default 10 s. */
   startTimeoutMs?: number;
+  /** Where the backing files' directory is made; default os.tmpdir()
+   * (the bench puts it on tmpfs, /dev/shm). */
+  parentDir?: string;
 }
 
 /** A running tgtd. */
@@ -106,7 +109,7 @@ function exited(child: ChildProcess, timeoutMs: number): Promise<boolean> {
 
 /** Starts tgtd with one target and the given LUNs; resolves once the portal accepts. */
 export async function startTgtd(options: TgtdOptions): Promise<Tgtd> {
-  const dir = mkdtempSync(join(tmpdir(), 'vhba-tgtd-'));
+  const dir = mkdtempSync(join(options.parentDir ?? tmpdir(), 'vhba-tgtd-'));
   const port = await freePort();
   const controlPort = freeControlPort();
   const iqn = options.iqn ?? `iqn.2026-11.io.vhba.test:${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
