@@ -1,11 +1,14 @@
-// `npm run bench` (node bench/run.ts [--quick] [--runs N] [--systems qsd,vhba] [--out DIR]):
+// `npm run bench` (node bench/run.ts [--quick] [--runs N] [--systems qsd,vhba] [--out DIR]
+// [--no-passthrough | --passthrough-only]):
 // drives vhba (vhost-user-scsi) and qemu-storage-daemon (vhost-user-blk) with
 // the same native front-end and identical workloads on identical tmpfs files,
 // several runs each, and reports medians with run-to-run spread as a table on
 // stdout, JSON under bench/results/, and a PNG of the LUN-bandwidth sweep.
 // Workloads (issue 4): 4 KiB randread QD1 latency; 4 KiB randread/randwrite
 // QD32 IOPS; seqread 4k–64k QD4 per LUN over 1..32 LUNs; back-end CPU per I/O;
-// and the machine's memcpy ceiling measured in the same run.
+// and the machine's memcpy ceiling measured in the same run. Then the
+// passthrough section (bench/lib/passthrough.ts): one tgtd iSCSI LUN through
+// vhba's passthrough path, qsd's iscsi driver and libiscsi directly.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +17,7 @@ import { parseArgs } from 'node:util';
 import { createBackingFiles, removeBackingFiles } from './lib/files.ts';
 import { buildNative, runCeiling, runFrontend, type CeilingResult, type FrontendResult } from './lib/native.ts';
 import { svgToPng, sweepSvg } from './lib/plot.ts';
+import { passthroughTable, runPassthroughSection, type PassthroughReport } from './lib/passthrough.ts';
 import { fmt, fmtSpread, spread, table, type Spread } from './lib/stats.ts';
 import { qsd, vhba, type RunningSystem, type SystemSpec } from './lib/systems.ts';
 
@@ -46,6 +50,8 @@ const { values: args } = parseArgs({
     out: { type: 'string', default: fileURLToPath(new URL('./results/', import.meta.url)) },
     'no-event-idx': { type: 'boolean', default: false },
     seconds: { type: 'string' },
+    'no-passthrough': { type: 'boolean', default: false },
+    'passthrough-only': { type: 'boolean', default: false },
   },
   strict: true,
 });
@@ -67,6 +73,13 @@ const lunCounts = quick ? [1, 2, 4] : [1, 2, 4, 8, 16, 32];
 const warmup = quick ? 0.1 : 1;
 const sweepSeconds = quick ? seconds : Math.max(seconds * 0.6, 0.5);
 const eventIdx = !args['no-event-idx'];
+const passthroughOnly = args['passthrough-only'];
+const passthrough = !args['no-passthrough'] || passthroughOnly;
+if (args['no-passthrough'] && passthroughOnly) throw new Error('--no-passthrough and --passthrough-only exclude each other');
+// The passthrough section: 1 run (or --runs), 3 s per workload (0.3 with --quick, or --seconds).
+const ptRuns = Number(args.runs ?? 1);
+const ptSeconds = Number(args.seconds ?? (quick ? 0.3 : 3));
+const ptLunBytes = quick ? 32 << 20 : 256 << 20;
 
 const workloads: Workload[] = [
   { key: 'randread-qd1', label: '4k randread QD1', args: ['--rw', 'randread', '--bs', '4k', '--qd', '1'], targets: 1, runtimeSec: seconds, warmupSec: warmup },
@@ -177,7 +190,61 @@ async function runSystem(spec: SystemSpec, outcome: SystemOutcome, run: number, 
   }
 }
 
+/** Runs the passthrough section and prints its table; null when --no-passthrough. */
+async function passthroughSection(): Promise<PassthroughReport | null> {
+  if (!passthrough) return null;
+  mkdirSync(workDir, { recursive: true });
+  try {
+    const report = await runPassthroughSection({
+      quick,
+      runs: ptRuns,
+      seconds: ptSeconds,
+      warmupSeconds: quick ? 0.1 : 0.5,
+      lunBytes: ptLunBytes,
+      eventIdx,
+      systems: systemNames as Array<'qsd' | 'vhba'>,
+      workDir,
+      log,
+    });
+    console.log(`
+${passthroughTable(report)}`);
+    return report;
+  } finally {
+    removeBackingFiles(workDir);
+  }
+}
+
+/** Failed starts and failed workload runs of the passthrough section. */
+function passthroughFailures(report: PassthroughReport | null): number {
+  if (!report) return 0;
+  return report.failures + report.paths.reduce((n, p) => n + p.startErrors.length, 0);
+}
+
+/** --passthrough-only: the section alone, JSON as `<time>-passthrough.json`. */
+async function mainPassthroughOnly(): Promise<number> {
+  const startedAt = new Date();
+  log('building bench/frontend');
+  buildNative();
+  const report = await passthroughSection();
+  mkdirSync(args.out, { recursive: true });
+  const stamp = startedAt.toISOString().replace(/[:.]/g, '-');
+  const json = JSON.stringify({
+    schema: 'vhba-bench/1',
+    startedAt: startedAt.toISOString(),
+    finishedAt: new Date().toISOString(),
+    command: `node ${process.argv.slice(1).join(' ')}`,
+    machine: { cpuModel: cpus()[0]?.model ?? 'unknown', cpus: cpus().length, kernel: release(), loadAvgAtEnd: loadavg() },
+    passthrough: report,
+  }, null, 2) + '\n';
+  writeFileSync(join(args.out, `${stamp}-passthrough.json`), json);
+  console.log(`\nwrote ${join(args.out, `${stamp}-passthrough.json`)}`);
+  const bad = passthroughFailures(report);
+  if (bad) log(`passthrough: ${bad} start(s) or workload run(s) failed`);
+  return bad ? 1 : 0;
+}
+
 async function main(): Promise<number> {
+  if (passthroughOnly) return mainPassthroughOnly();
   const startedAt = new Date();
   const loadStart = loadavg();
   log('building bench/frontend');
@@ -245,6 +312,8 @@ async function main(): Promise<number> {
   console.log('(latency: 4 KiB per QD1 round trip; IOPS × 4 KiB) over memcpy bandwidth\n');
   console.log(table(header, tableRows));
 
+  const ptReport = await passthroughSection();
+
   // JSON.
   mkdirSync(args.out, { recursive: true });
   const stamp = startedAt.toISOString().replace(/[:.]/g, '-');
@@ -258,6 +327,7 @@ async function main(): Promise<number> {
     ceiling: { mbps: ceiling, runs: ceilings },
     summary,
     systems: outcomes,
+    passthrough: ptReport,
   };
   const json = JSON.stringify(report, null, 2) + '\n';
   writeFileSync(join(args.out, `${stamp}.json`), json);
@@ -284,7 +354,9 @@ async function main(): Promise<number> {
   const startFailures = outcomes.reduce((n, o) => n + o.startErrors.length, 0);
   if (startFailures) log(`${startFailures} system start(s) failed: ${outcomes.filter((o) => o.startErrors.length).map((o) => o.name).join(', ')}`);
   if (failures) log(`${failures} workload run(s) failed`);
-  return startFailures || failures ? 1 : 0;
+  const ptFailures = passthroughFailures(ptReport);
+  if (ptFailures) log(`passthrough: ${ptFailures} start(s) or workload run(s) failed`);
+  return startFailures || failures || ptFailures ? 1 : 0;
 }
 
 main().then(

@@ -4,8 +4,10 @@
 // the same way it measures qemu-storage-daemon's.
 //
 //   node bench/vhba-engine.ts --socket PATH [--queues N] --size BYTES --file F0 [--file F1 ...]
+//   node bench/vhba-engine.ts --socket PATH --iscsi-portal HOST:PORT --iscsi-iqn IQN --iscsi-lun N
 //
-// LUN i (target 0) is backed by the i-th --file. Prints one JSON line
+// LUN i (target 0) is backed by the i-th --file; or LUN 0 is an iSCSI
+// passthrough LUN (issue 8: the engine's libiscsi path, policy rawio off). Prints one JSON line
 // {"ready":true,"pid":...} on stdout once the socket listens; logs go to
 // stderr. SIGTERM/SIGINT close the engine and exit 0.
 import { parseArgs } from 'node:util';
@@ -22,14 +24,25 @@ async function main(): Promise<void> {
       size: { type: 'string' },
       file: { type: 'string', multiple: true },
       'queue-size': { type: 'string', default: '1024' },
+      'iscsi-portal': { type: 'string' },
+      'iscsi-iqn': { type: 'string' },
+      'iscsi-lun': { type: 'string' },
     },
     strict: true,
   });
   const socketPath = values.socket;
   const files = values.file ?? [];
   const sizeBytes = Number(values.size);
-  if (!socketPath || files.length === 0 || !Number.isSafeInteger(sizeBytes) || sizeBytes <= 0) {
-    throw new Error('usage: vhba-engine.ts --socket PATH --size BYTES --file F0 [--file F1 ...] [--queues N]');
+  const portal = values['iscsi-portal'];
+  const iqn = values['iscsi-iqn'];
+  const iscsiLun = Number(values['iscsi-lun']);
+  const iscsi = portal !== undefined || iqn !== undefined || values['iscsi-lun'] !== undefined;
+  const filesOk = files.length > 0 && Number.isSafeInteger(sizeBytes) && sizeBytes > 0;
+  const iscsiOk = !!portal && !!iqn && Number.isInteger(iscsiLun) && iscsiLun >= 0 && files.length === 0;
+  if (!socketPath || (iscsi ? !iscsiOk : !filesOk)) {
+    throw new Error(
+      'usage: vhba-engine.ts --socket PATH [--queues N] (--size BYTES --file F0 [--file F1 ...] | --iscsi-portal HOST:PORT --iscsi-iqn IQN --iscsi-lun N)',
+    );
   }
   // Imported by path at run time so this file type-checks before hba/engine.ts exists.
   const enginePath = new URL('../hba/engine.ts', import.meta.url).href;
@@ -43,6 +56,9 @@ async function main(): Promise<void> {
     numRequestQueues: Number(values.queues),
     maxQueueSize: Number(values['queue-size']),
   });
+  if (iscsi) {
+    await engine.attachLun(id, { target: 0, lun: 0, backing: { kind: 'iscsi', portal: portal!, iqn: iqn!, lun: iscsiLun, policy: { rawio: false } } });
+  }
   for (const [lun, path] of files.entries()) {
     await engine.attachLun(id, {
       target: 0,
@@ -71,7 +87,7 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
-  process.stdout.write(JSON.stringify({ ready: true, pid: process.pid, socket: socketPath, luns: files.length }) + '\n');
+  process.stdout.write(JSON.stringify({ ready: true, pid: process.pid, socket: socketPath, luns: iscsi ? 1 : files.length }) + '\n');
 }
 
 main().catch((err: unknown) => {

@@ -26,9 +26,11 @@ export interface SystemSpec {
   start(files: string[], sizeBytes: number, socketDir: string): Promise<RunningSystem>;
 }
 
-const VHBA_ENGINE = fileURLToPath(new URL('../vhba-engine.ts', import.meta.url));
+/** bench/vhba-engine.ts, the engine process. */
+export const VHBA_ENGINE = fileURLToPath(new URL('../vhba-engine.ts', import.meta.url));
 
-function waitFor(cond: () => boolean, child: ChildProcess, what: string, timeoutMs: number, stderr: () => string): Promise<void> {
+/** Resolves once `cond()` holds (polled every 20 ms); rejects if the child exits first or after `timeoutMs` (then SIGKILLs it). */
+export function waitFor(cond: () => boolean, child: ChildProcess, what: string, timeoutMs: number, stderr: () => string): Promise<void> {
   return new Promise((resolve, reject) => {
     const started = Date.now();
     const onExit = (code: number | null, signal: string | null): void => {
@@ -52,7 +54,7 @@ function waitFor(cond: () => boolean, child: ChildProcess, what: string, timeout
 }
 
 /** Sends SIGTERM, then SIGKILL after `graceMs`; resolves when the child is gone. */
-function stopChild(child: ChildProcess, graceMs = 5000): Promise<void> {
+export function stopChild(child: ChildProcess, graceMs = 5000): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => {
     const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
