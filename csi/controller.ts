@@ -23,11 +23,11 @@ import { alreadyExists, failedPrecondition, invalidArgument, notFound, resourceE
 import type { RecordStore } from './store.ts';
 import {
   ContextKey, DRIVER_NAME, TOPOLOGY_NODE_KEY, MAX_CAPACITY_BYTES, capabilityProblem, checkCapabilities, describePassthrough, isOurId, isReadOnlyMode, newId,
-  parseParameters, passthroughContext, sizeForRange, type SnapshotRecord, type VolumeRecord,
+  identityContext, parseParameters, passthroughContext, sizeForRange, type SnapshotRecord, type VolumeRecord,
 } from './volumes.ts';
 import { snapshotMethods, createVolumeImage } from './controller-snapshots.ts';
 import type { EngineClient } from './engine-client.ts';
-import { claimPassthroughParameters, type ClaimReader } from './claim-parameters.ts';
+import { claimParameters, type ClaimReader } from './claim-parameters.ts';
 
 /** Publish-context key telling the node to attach the LUN read-only. */
 export const PUBLISH_READONLY_KEY = 'scsi.vhba.io/readonly';
@@ -44,8 +44,9 @@ export interface ControllerDeps {
   maxVolumesPerNode: number;
   /** The engine, for flushing attached LUNs before a snapshot. */
   engine?: EngineClient;
-  /** In a cluster: reads the claim behind a CreateVolume for a lun disk's
-   * device (claim-parameters.ts). Absent: parameters only. */
+  /** In a cluster: reads the claim behind a CreateVolume for its
+   * VirtualDisk's placement, identity and block sizes, or a lun disk's device
+   * (claim-parameters.ts). Absent: parameters only. */
   claims?: ClaimReader;
 }
 
@@ -82,6 +83,7 @@ export function volumeMessage(v: VolumeRecord): MessageInitShape<typeof VolumeSc
       ? { ...v.parameters.placement, ...passthroughContext(passthrough), [ContextKey.ioProfile]: v.parameters.ioProfile }
       : {
         ...v.parameters.placement,
+        ...identityContext(v.parameters.identity),
         [ContextKey.backingFile]: v.path,
         [ContextKey.logicalBlockSize]: String(v.parameters.logicalBlockSize),
         [ContextKey.physicalBlockSize]: String(v.parameters.physicalBlockSize),
@@ -142,8 +144,11 @@ export function createController(deps: ControllerDeps): ServiceImpl<ControllerMe
       if (!req.name) throw invalidArgument('name is required');
       if (req.name.length > 128) throw invalidArgument('name is longer than 128 characters');
       checkCapabilities(req.volumeCapabilities);
-      // A lun disk's device comes from its claim when no StorageClass parameter names one.
-      const given = deps.claims ? { ...req.parameters, ...(await claimPassthroughParameters(req.parameters, deps.claims)) } : req.parameters;
+      // In a cluster, a VirtualDisk's claim says where the volume goes and
+      // what it is (claim-parameters.ts): the VM, address, identity and block
+      // sizes of an emulated disk, a lun disk's device (unless a StorageClass
+      // parameter names one). Its values win over the StorageClass's.
+      const given = deps.claims ? { ...req.parameters, ...(await claimParameters(req.parameters, deps.claims)) } : req.parameters;
       const parameters = parseParameters(given);
       if (Object.keys(req.mutableParameters).length > 0) throw invalidArgument('mutable_parameters are not supported (no ControllerModifyVolume)');
       // A passthrough volume's size is the device's, unknown until the node

@@ -3,7 +3,12 @@
 //  - NodeStageVolume checks the volume's image (under --data-dir) and takes
 //    its lease: <image>.lease, created exclusively, naming this node.
 //  - NodePublishVolume attaches the image as a LUN of the VM's virtio-scsi
-//    controller in the engine (placement.ts) and publishes the VM's socket
+//    controller in the engine (placement.ts), with the serial and WWN of the
+//    volume context (vhba.io/serial, vhba.io/wwn: in a cluster the
+//    VirtualDisk's status.serial/status.wwn, claim-parameters.ts) or, when
+//    absent (plain CSI use), derived from the volume id (operator/identity.ts);
+//    a pinned address already taken on the controller is the engine's
+//    ALREADY_EXISTS. It publishes the VM's socket
 //    directory at target_path. Unprivileged, a bind mount is not possible, so
 //    target_path becomes a symlink: to the VM's socket directory for a mount
 //    volume, to the controller's vhost-user socket for a block volume.
@@ -32,7 +37,8 @@ import { lowestFreeTarget, resolvePlacement } from './placement.ts';
 import type { RecordStore } from './store.ts';
 import { PUBLISH_READONLY_KEY } from './controller.ts';
 import {
-  ContextKey, TOPOLOGY_NODE_KEY, capabilityProblem, describePassthrough, isReadOnlyMode, parsePassthrough, sizeForRange, type PassthroughVolume,
+  ContextKey, TOPOLOGY_NODE_KEY, capabilityProblem, describePassthrough, isReadOnlyMode, parseIdentity, parsePassthrough, sizeForRange, type PassthroughVolume,
+  type VolumeIdentity,
 } from './volumes.ts';
 
 /** What the node knows about a volume it staged or published. */
@@ -44,6 +50,9 @@ export interface NodeVolumeRecord {
   passthrough?: PassthroughVolume;
   logicalBlockSize: number;
   physicalBlockSize: number;
+  /** An emulated volume's serial and WWN from the volume context at stage;
+   * what is missing is derived from the volume id at attach. */
+  identity?: VolumeIdentity;
   stagingPath?: string;
   /** target_path → how it was published. */
   targets: Record<string, { readonly: boolean; kind: 'block' | 'mount'; link: string }>;
@@ -166,7 +175,7 @@ export function createNode(deps: NodeDeps): ServiceImpl<NodeMethods> {
         backing: { case: 'file', value: { path: r.backingPath } },
         parameters: {
           sizeBytes: BigInt(size), logicalBlockSize: r.logicalBlockSize, physicalBlockSize: r.physicalBlockSize,
-          serial: deriveSerial(r.id), wwn: deriveWwn(r.id), readOnly: readonly, product: 'vhba csi disk',
+          serial: r.identity?.serial ?? deriveSerial(r.id), wwn: r.identity?.wwn ?? deriveWwn(r.id), readOnly: readonly, product: 'vhba csi disk',
         },
       });
       r.attachment = { controllerId: place.controllerId, socketPath: place.socketPath, vmDir: place.vmDir, target, lun, readonly };
@@ -244,6 +253,7 @@ export function createNode(deps: NodeDeps): ServiceImpl<NodeMethods> {
         return {};
       }
       const passthrough = existing ? existing.passthrough : parsePassthrough(req.volumeContext, 'volume_context');
+      const identity = existing ? existing.identity : parseIdentity(req.volumeContext, 'volume_context');
       if (passthrough?.source.kind === 'hostDevice') await checkHostDevice(passthrough.source.path, req.volumeId, deps.nodeId);
       const backingPath = passthrough ? '' : existing?.backingPath ?? (await checkBacking(req.volumeContext[ContextKey.backingFile], deps.dataDir, req.volumeId));
       if (staging.kind === 'absent') await mkdir(staging.path, { mode: 0o750 });
@@ -251,7 +261,7 @@ export function createNode(deps: NodeDeps): ServiceImpl<NodeMethods> {
       // it on one node, and the engine refuses it twice on one controller.
       if (!passthrough) await takeLease(backingPath, deps.nodeId, req.volumeId);
       const r: NodeVolumeRecord = existing ?? {
-        id: req.volumeId, backingPath, targets: {}, ...(passthrough ? { passthrough } : {}),
+        id: req.volumeId, backingPath, targets: {}, ...(passthrough ? { passthrough } : {}), ...(identity && !passthrough ? { identity } : {}),
         logicalBlockSize: blockSizeOf(req.volumeContext, ContextKey.logicalBlockSize, 512),
         physicalBlockSize: blockSizeOf(req.volumeContext, ContextKey.physicalBlockSize, 4096),
       };

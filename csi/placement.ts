@@ -1,7 +1,10 @@
 // Where the node plugin attaches a volume: which VM, which of its virtio-scsi
-// controllers, which target and LUN. The operator writes the placement into
-// the volume context (vhba.io/vm, vhba.io/controller, vhba.io/target,
-// vhba.io/lun); kubelet adds the pod's name and namespace (podInfoOnMount).
+// controllers, which target and LUN. In a cluster the placement the operator
+// planned reaches the volume context (vhba.io/vm as "namespace/vmName",
+// vhba.io/controller, vhba.io/target, vhba.io/lun) through its claim, read
+// and checked by CreateVolume (claim-parameters.ts); otherwise StorageClass
+// parameters may give it. kubelet adds the pod's name and namespace
+// (podInfoOnMount).
 //
 // Defaults, for callers that give no placement (csi-sanity, a plain PVC):
 //  - VM: vhba.io/vm if given ("ns/name", or "name" in the pod's namespace);

@@ -99,7 +99,8 @@ export async function startCsiServer(o: CsiServerOptions): Promise<CsiServer> {
   if (serveController) {
     addService(server, Controller, createController({
       nodeId: o.nodeId, dataDir: o.dataDir, maxVolumesPerNode: o.maxVolumesPerNode, ...(engine ? { engine } : {}),
-      // In a cluster, a lun disk's device comes from the operator's claim (claim-parameters.ts).
+      // In a cluster, a VirtualDisk's claim gives its volume's VM, address,
+      // identity and block sizes, or a lun disk's device (claim-parameters.ts).
       ...(kube ? { claims: kubernetesClaimReader(kube.kubeConfig) } : {}),
       volumes: await openStore<VolumeRecord>('volume', join(o.stateDir, 'controller', 'volumes')),
       snapshots: await openStore<SnapshotRecord>('snapshot', join(o.stateDir, 'controller', 'snapshots')),

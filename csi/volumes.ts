@@ -16,13 +16,21 @@ export const DRIVER_NAME = 'scsi.vhba.io';
 /** Topology segment naming the node whose data directory holds a volume. */
 export const TOPOLOGY_NODE_KEY = 'topology.scsi.vhba.io/node';
 
-/** Volume-context keys. Placement keys come from the operator (or the
- * StorageClass parameters); the others are written by CreateVolume. */
+/** Volume-context keys. Placement and identity keys come from the
+ * operator's claim (claim-parameters.ts) or the StorageClass parameters; the
+ * others are written by CreateVolume. */
 export const ContextKey = {
   vm: 'vhba.io/vm',
   controller: 'vhba.io/controller',
   target: 'vhba.io/target',
   lun: 'vhba.io/lun',
+  /** An emulated disk's unit serial number (VPD 80h, SPC-4 §7.8.16): the
+   * VirtualDisk's status.serial. Absent: derived from the volume id. */
+  serial: 'vhba.io/serial',
+  /** An emulated disk's NAA WWN (VPD 83h, SPC-4 §7.8.6.6), lowercase hex
+   * without 0x in the context (0x accepted in parameters): the VirtualDisk's
+   * status.wwn. Absent: derived from the volume id. */
+  wwn: 'vhba.io/wwn',
   backingFile: 'scsi.vhba.io/backing-file',
   logicalBlockSize: 'scsi.vhba.io/logical-block-size',
   physicalBlockSize: 'scsi.vhba.io/physical-block-size',
@@ -73,11 +81,53 @@ export interface VolumeParameters {
   ioProfile: 'shared' | 'dedicated';
   /** Placement keys (vhba.io/*), passed on in the volume context. */
   placement: Record<string, string>;
+  /** An emulated volume's identity, when given (vhba.io/serial, vhba.io/wwn). */
+  identity?: VolumeIdentity;
   /** A passthrough volume's device and policy (no image file). */
   passthrough?: PassthroughVolume;
 }
 
-const PARAMETER_KEYS: readonly string[] = ['logicalBlockSize', 'physicalBlockSize', 'ioProfile', ContextKey.vm, ContextKey.controller, ContextKey.target, ContextKey.lun, ...PASSTHROUGH_KEYS];
+/** The identity an emulated volume's LUN reports; a missing part is derived
+ * from the volume id at attach (node.ts). */
+export interface VolumeIdentity {
+  serial?: string;
+  /** Lowercase NAA hex without 0x. */
+  wwn?: string;
+}
+
+const PARAMETER_KEYS: readonly string[] = [
+  'logicalBlockSize', 'physicalBlockSize', 'ioProfile', ContextKey.vm, ContextKey.controller, ContextKey.target, ContextKey.lun, ContextKey.serial, ContextKey.wwn, ...PASSTHROUGH_KEYS,
+];
+
+/** Reads vhba.io/serial and vhba.io/wwn of CreateVolume parameters or a
+ * volume context; undefined when neither is given. INVALID_ARGUMENT naming
+ * the key for a serial that is not 1–20 printable ASCII characters (SPC-4
+ * §7.8.16) or a WWN that is not an NAA designator (SPC-4 §7.8.6.6). */
+export function parseIdentity(values: Record<string, string>, where: 'parameter' | 'volume_context'): VolumeIdentity | undefined {
+  const serial = values[ContextKey.serial];
+  const wwn = values[ContextKey.wwn];
+  if (serial === undefined && wwn === undefined) return undefined;
+  const out: VolumeIdentity = {};
+  if (serial !== undefined) {
+    if (serial.length > LIMITS.serialMaxLength || !new RegExp(PATTERNS.serial).test(serial)) {
+      throw invalidArgument(`${where} ${ContextKey.serial} ${JSON.stringify(serial)} must be printable ASCII without leading or trailing spaces, at most ${LIMITS.serialMaxLength} characters`);
+    }
+    out.serial = serial;
+  }
+  if (wwn !== undefined) {
+    if (!new RegExp(PATTERNS.wwn).test(wwn)) throw invalidArgument(`${where} ${ContextKey.wwn} ${JSON.stringify(wwn)} must be an NAA designator in hex (optional 0x): 16 digits starting with 2, 3 or 5, or 32 digits starting with 6`);
+    out.wwn = normalizeWwn(wwn);
+  }
+  return out;
+}
+
+/** The volume-context keys of an identity (parseIdentity reads them back). */
+export function identityContext(identity: VolumeIdentity | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (identity?.serial !== undefined) out[ContextKey.serial] = identity.serial;
+  if (identity?.wwn !== undefined) out[ContextKey.wwn] = identity.wwn;
+  return out;
+}
 
 /** Checks a placement number (controller, target, lun) against its range. */
 export function parsePlacementNumber(value: string, key: string, max: number): number {
@@ -121,7 +171,10 @@ export function parseParameters(params: Record<string, string>): VolumeParameter
     if (v !== undefined) { parsePlacementNumber(v, key, max); placement[key] = v; }
   }
   const passthrough = parsePassthrough(params, 'parameter');
-  return { logicalBlockSize: logical, physicalBlockSize: physical, ioProfile: io, placement, ...(passthrough ? { passthrough } : {}) };
+  const identity = parseIdentity(params, 'parameter');
+  // A device reports its own identity; the expected one is vhba.io/expected-*.
+  if (passthrough && identity) throw invalidArgument(`parameter ${Object.keys(identityContext(identity)).join(', ')} applies only to an emulated volume: a passthrough device reports its own identity; use ${ContextKey.expectedWwn} or ${ContextKey.expectedSerial} to require one`);
+  return { logicalBlockSize: logical, physicalBlockSize: physical, ioProfile: io, placement, ...(passthrough ? { passthrough } : {}), ...(identity ? { identity } : {}) };
 }
 
 /** Reads the passthrough keys of CreateVolume parameters or a volume context

@@ -1,6 +1,6 @@
 // The ClaimReader (csi/claim-parameters.ts) over the Kubernetes API: a
-// PersistentVolumeClaim's annotations and owners, a VirtualDisk's UID and
-// spec. Not found → undefined; other API errors are thrown (CreateVolume
+// PersistentVolumeClaim's annotations and owners, a VirtualDisk's UID, spec
+// and status. Not found → undefined; other API errors are thrown (CreateVolume
 // fails and external-provisioner retries).
 import { ApiException, CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { API_VERSION } from '../../operator/api/virtualdisk.ts';
@@ -27,9 +27,9 @@ export function kubernetesClaimReader(kubeConfig: KubeConfig): ClaimReader {
       };
     },
     async virtualDisk(namespace, name) {
-      const obj = (await custom.getNamespacedCustomObject({ group, version, namespace, plural: 'virtualdisks', name }).catch(notFoundIsUndefined)) as { metadata?: { uid?: string }; spec?: unknown } | undefined;
+      const obj = (await custom.getNamespacedCustomObject({ group, version, namespace, plural: 'virtualdisks', name }).catch(notFoundIsUndefined)) as { metadata?: { uid?: string }; spec?: unknown; status?: unknown } | undefined;
       if (obj?.metadata?.uid === undefined) return undefined;
-      return { uid: obj.metadata.uid, spec: obj.spec };
+      return { uid: obj.metadata.uid, spec: obj.spec, status: obj.status };
     },
   };
 }
