@@ -3,11 +3,12 @@
 // loopback, test/passthrough/tgtd.ts), and passthrough LUNs in a device's LUN
 // table served by the native queue worker (mock virtio driver, queue 2).
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { native, type PassthroughDevice, type PassthroughOutcome } from './index.ts';
-import { type Rig, setupRig, waitFor } from './device-harness.ts';
+import { type Rig, settle, setupRig, waitFor } from './device-harness.ts';
 import { cdb16 } from '../scsi/testing.ts';
 import { startTgtd, tgtdAvailable, type Tgtd } from '../../test/passthrough/tgtd.ts';
 
@@ -423,4 +424,178 @@ describe.skipIf(!tgtdAvailable())('passthrough LUNs on the native queue worker',
     expect(((await submit(rig, cdb16(READ16, 0n, 1), { dataIn: 4096 })) as Response).status).toBe(GOOD);
     expect(() => rig!.device.setLun(0, 4, { device: own, refusedOpcodes: bitmap(), deferredOpcodes: bitmap(), timeoutMs: 5000, eligible: true })).toThrow(/closed/);
   });
+});
+
+// ---------------------------------------------------------------------------
+// A worker round's passthrough commands run together (one executeBatch per
+// device), seen through a TCP proxy between libiscsi and tgtd that delays,
+// holds back or cuts what the target sends.
+
+interface TargetProxy {
+  portal: string;
+  /** Delay of every chunk from the target to the initiator. */
+  delayMs: number;
+  /** While true, nothing from the target reaches the initiator (a hung device). */
+  hold: boolean;
+  /** Resets every connection and stops accepting new ones (the device vanishes). */
+  cut(): void;
+}
+async function startTargetProxy(port: number, delayMs: number): Promise<TargetProxy> {
+  const sockets = new Set<Socket>();
+  const server = createServer((client) => {
+    const upstream = connect(port, '127.0.0.1');
+    sockets.add(client).add(upstream);
+    const end = (): void => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    for (const s of [client, upstream]) {
+      s.on('error', end);
+      s.on('close', end);
+    }
+    client.on('data', (d) => upstream.write(d));
+    upstream.on('data', (d) => {
+      if (proxy.hold) return;
+      setTimeout(() => client.destroyed || client.write(d), proxy.delayMs); // same delay: order kept
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const proxy: TargetProxy = {
+    portal: `127.0.0.1:${(server.address() as AddressInfo).port}`,
+    delayMs,
+    hold: false,
+    cut() {
+      server.close();
+      for (const s of sockets) s.resetAndDestroy();
+    },
+  };
+  return proxy;
+}
+
+describe.skipIf(!tgtdAvailable())('passthrough LUNs: a round of commands is in flight at the device together', () => {
+  const BLOCK = 4096, COMMANDS = 16, BLOCKS_EACH = 2;
+  let tgtd: Tgtd;
+  let direct: PassthroughDevice;
+  let proxy: TargetProxy | undefined;
+  let dev: PassthroughDevice | undefined;
+  let rig: Rig | undefined;
+  const content = pattern(COMMANDS * BLOCKS_EACH * BLOCK, 11);
+  beforeAll(async () => {
+    tgtd = await startTgtd({ luns: [{ sizeBytes: 8 * MiB, blockSize: BLOCK }] });
+    direct = await native.openPassthrough({ kind: 'iscsi', portal: tgtd.portal, iqn: tgtd.iqn, lun: 1 });
+    const w = await direct.execute(cdb16(WRITE16, 0n, COMMANDS * BLOCKS_EACH), { dataOut: content });
+    expect(w).toMatchObject({ response: OK, status: GOOD });
+  }, 30_000);
+  afterEach(() => {
+    rig?.close();
+    rig = undefined;
+    dev?.close();
+    dev = undefined;
+    proxy?.cut();
+    proxy = undefined;
+  });
+  afterAll(async () => {
+    direct?.close();
+    await tgtd?.stop();
+  });
+
+  /** A rig with LUN 0/2 on a device reached through a proxy delaying the target's answers by `delayMs`. */
+  async function proxiedLun(delayMs: number, timeoutMs: number): Promise<Rig> {
+    proxy = await startTargetProxy(tgtd.port, delayMs);
+    dev = await native.openPassthrough({ kind: 'iscsi', portal: proxy.portal, iqn: tgtd.iqn, lun: 1 }, { timeoutMs: 10_000 });
+    const r = await setupRig({ numQueues: 3, queueSize: 64, unconfigured: true, memorySize: 4 * MiB, maxChainBytes: 2 * MiB });
+    await r.queue.configure(r.device, REQUEST_QUEUE);
+    r.device.setLun(0, 2, { device: dev, refusedOpcodes: bitmap(), deferredOpcodes: bitmap(INQUIRY, 0xa0), timeoutMs, eligible: true });
+    return r;
+  }
+  /** Makes COMMANDS READ(16)s of BLOCKS_EACH blocks (command i at LBA i * BLOCKS_EACH) available with one kick. */
+  function submitReads(r: Rig): number[] {
+    const heads: number[] = [];
+    for (let i = 0; i < COMMANDS; i++) {
+      const cdb = cdb16(READ16, BigInt(i * BLOCKS_EACH), BLOCKS_EACH);
+      heads.push(r.queue.addChain([{ data: request(0, 2, cdb) }, { writableLength: RESP_SIZE }, { writableLength: BLOCKS_EACH * BLOCK }]));
+    }
+    r.queue.publishAndKick();
+    return heads;
+  }
+  /** Collects the used elements of `heads` (in any order) within `timeoutMs`. */
+  async function collect(r: Rig, heads: number[], timeoutMs: number): Promise<Map<number, Response>> {
+    const got = new Map<number, Response>();
+    await waitFor(() => {
+      for (const u of r.queue.reclaim()) {
+        const senseLength = u.data.readUInt32LE(0);
+        got.set(u.head, {
+          senseLength,
+          resid: u.data.readUInt32LE(4),
+          status: u.data[10]!,
+          response: u.data[11]!,
+          sense: u.data.subarray(12, 12 + senseLength),
+          data: u.data.subarray(RESP_SIZE),
+          len: u.len,
+        });
+      }
+      return got.size === heads.length;
+    }, timeoutMs, `${heads.length} completions`);
+    expect([...got.keys()].sort((a, b) => a - b)).toEqual([...heads].sort((a, b) => a - b));
+    return got;
+  }
+
+  it('completes 16 READs with the right data in about one round trip, not sixteen', async () => {
+    const DELAY = 100;
+    rig = await proxiedLun(DELAY, 10_000);
+    const started = Date.now();
+    const heads = submitReads(rig);
+    const got = await collect(rig, heads, 8000);
+    const elapsed = Date.now() - started;
+    heads.forEach((head, i) => {
+      const r = got.get(head)!;
+      expect(r).toMatchObject({ response: OK, status: GOOD, resid: 0, senseLength: 0, len: RESP_SIZE + BLOCKS_EACH * BLOCK });
+      const at = i * BLOCKS_EACH * BLOCK;
+      expect(r.data.equals(content.subarray(at, at + BLOCKS_EACH * BLOCK))).toBe(true);
+    });
+    // One at a time, every command waits for its own delayed answer: >= 16 x 100 ms.
+    expect(elapsed).toBeLessThan((COMMANDS * DELAY) / 2);
+    expect(rig.device.lunCounters(0, 2)).toMatchObject({ reads: COMMANDS, bytesRead: COMMANDS * BLOCKS_EACH * BLOCK, errors: 0 });
+    expect(rig.chains).toHaveLength(0);
+  });
+
+  it('fails every unfinished command of a batch with TRANSPORT_FAILURE at once when the device vanishes mid-way', async () => {
+    rig = await proxiedLun(400, 10_000);
+    const heads = submitReads(rig);
+    await settle(150); // the commands are at the target; its answers are on their way
+    const cutAt = Date.now();
+    proxy!.cut();
+    const got = await collect(rig, heads, 5000);
+    expect(Date.now() - cutAt).toBeLessThan(2000); // far below the 10 s command timeout
+    for (const head of heads) {
+      // One at a time, only the first would see the connection fail; the
+      // next reconnect attempt fails and the rest get BAD_TARGET.
+      expect(got.get(head)).toMatchObject({ response: TRANSPORT_FAILURE, status: 0, senseLength: 0, resid: BLOCKS_EACH * BLOCK, len: RESP_SIZE });
+    }
+    expect(rig.device.lunCounters(0, 2)).toMatchObject({ reads: 0, errors: COMMANDS });
+    // The context is broken: the next batch tries one reconnect, which fails, promptly.
+    const retriedAt = Date.now();
+    const later = await collect(rig, submitReads(rig), 5000);
+    for (const r of later.values()) expect(r).toMatchObject({ response: BAD_TARGET, len: RESP_SIZE });
+    expect(Date.now() - retriedAt).toBeLessThan(2000);
+  }, 30_000);
+
+  it('answers every command of a batch ABORTED when the device stops answering, after the timeout', async () => {
+    const TIMEOUT = 1500;
+    rig = await proxiedLun(0, TIMEOUT);
+    proxy!.hold = true;
+    const started = Date.now();
+    const heads = submitReads(rig);
+    const got = await collect(rig, heads, TIMEOUT + 3000);
+    const elapsed = Date.now() - started;
+    expect(elapsed).toBeGreaterThanOrEqual(TIMEOUT - 50);
+    expect(elapsed).toBeLessThan(TIMEOUT + 1000);
+    for (const head of heads) {
+      // One at a time, the second command's reconnect would time out too: BAD_TARGET.
+      expect(got.get(head)).toMatchObject({ response: ABORTED, status: 0, resid: BLOCKS_EACH * BLOCK, len: RESP_SIZE });
+    }
+    expect(rig.device.lunCounters(0, 2)).toMatchObject({ errors: COMMANDS });
+  }, 30_000);
 });

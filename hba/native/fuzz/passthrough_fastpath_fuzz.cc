@@ -11,7 +11,7 @@
 // maxSegments of them, never both directions; completed chains report
 // usedLength within [108, writable capacity], sense_len <= 96, resid <= the
 // transfer, data-in bytes the fake wrote, refused opcodes never reaching the
-// device. No N-API, no libiscsi.
+// device, the LUN released afterwards. No N-API, no libiscsi.
 #include <memory>
 #include <stdexcept>
 
@@ -82,6 +82,12 @@ void runOne(const uint8_t* data, size_t size) {
   config.eligible = !(flags & 4 && flags & 8);
   vhba::LunTable table;
   table.add(0, 1, config);
+  // However the chain ends, the LUN is not left held (the prepare step hands
+  // its hold to the finish step, or lets go): waitIdle returns at once.
+  struct IdleCheck {
+    vhba::LunTable& table;
+    ~IdleCheck() { table.remove(0, 1)->waitIdle(); }
+  } idleCheck{table};
 
   uint8_t header[kReqHeader] = {};
   header[0] = flags & 0x10 ? in.u8() : 1;

@@ -247,6 +247,13 @@ void Device::stopWorker(Queue& q) {
 // ring's notifications are re-enabled). A 30 µs polling window bought no
 // measurable QD1 latency here and cost 20-70 % more CPU per QD1 I/O, CPU
 // the guest's vCPUs share on such hosts: pollMicros defaults to 0.
+//
+// Passthrough LUNs (issue 8) are different: a command there waits on a real
+// device, so running a round's commands one after another would cut the
+// guest's queue depth to 1. They are prepared in the loop over the round
+// (checks, iovecs, LUN held), then each device's share runs as one batch
+// (PassthroughTransport::executeBatch: all in flight at once) before the
+// round's completions are published together as above.
 void Device::runWorker(uint32_t index, int epollFd, int kickFd, int stopFd) {
   UniqueFd epoll(epollFd);
   Queue& q = *queues_[index];
@@ -259,6 +266,12 @@ void Device::runWorker(uint32_t index, int epollFd, int kickFd, int stopFd) {
   };
   std::vector<Done> done;
   done.reserve(roundSize);
+  // Passthrough commands of a round, prepared in the loop over its chains and
+  // run together afterwards (one batch per device), then completed with the
+  // round's other fast-path chains.
+  std::unique_ptr<PreparedPassthrough[]> prepared(new PreparedPassthrough[roundSize]);
+  std::vector<uint16_t> preparedHeads(roundSize);
+  std::vector<uint32_t> preparedUsed(roundSize);
   std::vector<PoppedChain> batch;
   std::string violation;
   // The first pass drains without waiting: buffers may have been made
@@ -308,14 +321,23 @@ void Device::runWorker(uint32_t index, int epollFd, int kickFd, int stopFd) {
       // Outside the lock: the chains are ours until completed, and complete()
       // from the owner's thread must not wait for our file I/O.
       const bool fast = requestQueue && !luns_.empty();
+      uint32_t preparedCount = 0;
       for (uint32_t i = 0; i < popped; i++) {
         uint32_t usedLength = 0;
-        if (fast && tryExecuteScsiRequest(round[i], luns_, usedLength) == FastPathResult::kCompleted) {
+        const PrepareResult outcome = fast ? prepareScsiRequest(round[i], luns_, usedLength, prepared[preparedCount])
+                                           : PrepareResult::kDeferred;
+        if (outcome == PrepareResult::kCompleted) {
           done.push_back(Done{round[i].head, usedLength});
+        } else if (outcome == PrepareResult::kPrepared) {
+          preparedHeads[preparedCount++] = round[i].head;
         } else {
           batch.emplace_back();
           SplitVirtqueue::materialize(round[i], batch.back());
         }
+      }
+      if (preparedCount > 0) {
+        executePreparedPassthrough(prepared.get(), preparedCount, preparedUsed.data());
+        for (uint32_t k = 0; k < preparedCount; k++) done.push_back(Done{preparedHeads[k], preparedUsed[k]});
       }
       if (!done.empty()) {
         std::lock_guard<std::mutex> lock(q.mutex);

@@ -16,8 +16,9 @@
 //
 // On virtio-scsi request queues (index >= 2) a worker first offers each chain
 // to the native fast path (scsi_fastpath.h): READ/WRITE/SYNCHRONIZE CACHE on
-// LUNs registered in luns() are executed on the worker thread and completed
-// in batches; only the rest is handed to the owner.
+// file LUNs registered in luns() are executed on the worker thread, a round's
+// commands for passthrough LUNs are run together per device, and all are
+// completed in batches; only the rest is handed to the owner.
 #pragma once
 
 #include <atomic>

@@ -16,9 +16,12 @@
 #include <algorithm>
 #include <chrono>
 #include <climits>
+#include <condition_variable>
 #include <cstring>
 #include <mutex>
 #include <stdexcept>
+#include <system_error>
+#include <thread>
 #include <vector>
 
 #include "fd_util.h"
@@ -39,9 +42,21 @@ constexpr uint16_t kDriverTimeout = 0x06, kDriverSense = 0x08;
 
 // ---------------------------------------------------------------- SG_IO ---
 
-/** SG_IO on a block device (sd) or sg node; the kernel maps the iovecs. */
+/** SG_IO on a block device (sd) or sg node; the kernel maps the iovecs.
+ *
+ * Batches run in parallel on a small pool of threads owned by the transport,
+ * each issuing the same blocking SG_IO (the calling thread takes part too).
+ * Why not the sg driver's asynchronous write()/read() interface: it exists
+ * only on /dev/sg* nodes, while a hostDevice is normally a block device
+ * (/dev/disk/by-id/… → /dev/sdX), where SG_IO is the only entry; one
+ * mechanism for both keeps the error mapping and the iovec rules in one
+ * place. The threads are created when a batch first needs them, at most
+ * kMaxThreads, and live until the transport goes (joined in the destructor). */
 class SgTransport : public PassthroughTransport {
  public:
+  /** Threads issuing SG_IO for batches, besides the caller's. */
+  static constexpr size_t kMaxThreads = 8;
+
   explicit SgTransport(const std::string& path) {
     fd_.reset(::open(path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC));  // follows symlinks
     if (!fd_.valid()) {
@@ -116,8 +131,91 @@ class SgTransport : public PassthroughTransport {
     r.residual = h.resid > 0 ? std::min<uint32_t>(static_cast<uint32_t>(h.resid), c.dataLength) : 0;
   }
 
+  ~SgTransport() override {
+    {
+      std::lock_guard<std::mutex> lock(poolMutex_);
+      stopping_ = true;
+    }
+    work_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+
+  void executeBatch(const PassthroughCommand* commands, PassthroughResult* results, size_t count) override {
+    if (count <= 1) {
+      if (count == 1) execute(commands[0], results[0]);
+      return;
+    }
+    Batch batch{commands, results, count};
+    {
+      std::lock_guard<std::mutex> lock(poolMutex_);
+      pending_.push_back(&batch);
+      // Enough threads for this batch (the caller runs one command itself).
+      while (threads_.size() < std::min(kMaxThreads, count - 1)) {
+        try {
+          threads_.emplace_back(&SgTransport::serve, this);
+        } catch (const std::system_error&) {
+          break;  // no more threads: the ones there (and the caller) do the work
+        }
+      }
+    }
+    work_.notify_all();
+    // The caller works too, then waits for the commands others took.
+    for (;;) {
+      size_t i = 0;
+      {
+        std::lock_guard<std::mutex> lock(poolMutex_);
+        if (!take(batch, i)) break;
+      }
+      execute(commands[i], results[i]);
+      std::lock_guard<std::mutex> lock(poolMutex_);
+      batch.finished++;
+    }
+    std::unique_lock<std::mutex> lock(poolMutex_);
+    finished_.wait(lock, [&] { return batch.finished == batch.count; });
+  }
+
  private:
+  /** A batch being executed; lives on its caller's stack until every command finished. */
+  struct Batch {
+    const PassthroughCommand* commands;
+    PassthroughResult* results;
+    size_t count;
+    size_t next = 0;      // the next command nobody took yet
+    size_t finished = 0;  // commands done (counted under poolMutex_)
+  };
+
+  /** Under poolMutex_: takes the batch's next command; unlists the batch when
+   * that was its last. False when none is left. */
+  bool take(Batch& b, size_t& index) {
+    if (b.next >= b.count) return false;
+    index = b.next++;
+    if (b.next == b.count) pending_.erase(std::find(pending_.begin(), pending_.end(), &b));
+    return true;
+  }
+
+  /** A pool thread: runs commands of pending batches until the transport goes. */
+  void serve() {
+    std::unique_lock<std::mutex> lock(poolMutex_);
+    for (;;) {
+      work_.wait(lock, [this] { return stopping_ || !pending_.empty(); });
+      if (stopping_) return;
+      Batch& b = *pending_.front();
+      size_t i = 0;
+      if (!take(b, i)) continue;
+      lock.unlock();
+      execute(b.commands[i], b.results[i]);
+      lock.lock();
+      // The last touch of `b`: its caller returns once finished == count.
+      if (++b.finished == b.count) finished_.notify_all();
+    }
+  }
+
   UniqueFd fd_;
+  std::mutex poolMutex_;
+  std::condition_variable work_, finished_;
+  std::vector<Batch*> pending_;  // batches with commands nobody took yet
+  std::vector<std::thread> threads_;
+  bool stopping_ = false;
 };
 
 // --------------------------------------------------------------- libiscsi ---
@@ -152,7 +250,13 @@ std::string defaultInitiatorName() {
  * once per second (iscsi_set_timeout is in whole seconds, scanned from
  * iscsi_service). Here the caller's Waiter lives until the context is
  * destroyed or the callback ran (iscsi_destroy_context cancels every PDU,
- * calling its callback: lib/init.c), and the deadline is in ms. */
+ * calling its callback: lib/init.c), and the deadline is in ms.
+ *
+ * A batch (a queue worker's round) is queued whole, then serviced together:
+ * the guest's queue depth reaches the target instead of one command at a
+ * time. The same guarantee holds per command: every Waiter lives in the
+ * batch's slots until after the context let go of its PDU, and a task (with
+ * the iovecs into guest memory) is freed only then. */
 class IscsiTransport : public PassthroughTransport {
  public:
   IscsiTransport(const IscsiAddress& address, uint32_t timeoutMs) : address_(address) {
@@ -169,89 +273,164 @@ class IscsiTransport : public PassthroughTransport {
     drop();
   }
 
-  void execute(const PassthroughCommand& c, PassthroughResult& r) override {
-    r = PassthroughResult{};
-    r.residual = c.dataLength;
+  void execute(const PassthroughCommand& c, PassthroughResult& r) override { executeBatch(&c, &r, 1); }
+
+  /** Under the session mutex: queues every command with the async API (so
+   * they are in flight at the target together, up to its CmdSN window; RFC
+   * 7143 §4.2.2.1), then services the context until all have finished, the
+   * earliest deadline passed or the connection failed. */
+  void executeBatch(const PassthroughCommand* commands, PassthroughResult* results, size_t count) override {
+    if (count == 0) return;
+    uint32_t shortest = UINT32_MAX, longest = 0;
+    for (size_t i = 0; i < count; i++) {
+      results[i] = PassthroughResult{};
+      results[i].residual = commands[i].dataLength;
+      shortest = std::min(shortest, commands[i].timeoutMs);
+      longest = std::max(longest, commands[i].timeoutMs);
+    }
     std::lock_guard<std::mutex> lock(mutex_);
     const auto started = Clock::now();
-    const auto deadline = started + std::chrono::milliseconds(c.timeoutMs);
     if (ctx_ == nullptr) {
-      // Broken by an earlier failure: reconnect once, bounded by this
-      // command's timeout; after a failed attempt, fail fast for 1 s.
+      // Broken by an earlier failure: reconnect once, bounded by the
+      // commands' timeout; after a failed attempt, fail fast for 1 s.
       if (haveFailure_ && started - lastFailure_ < std::chrono::seconds(1)) {
-        r.response = R::kBadTarget;
-        r.error = lastError_;
+        for (size_t i = 0; i < count; i++) fail(results[i], R::kBadTarget, lastError_);
         return;
       }
       std::string error;
-      if (!connect(c.timeoutMs, error)) {
+      if (!connect(shortest, error)) {
         haveFailure_ = true;
         lastFailure_ = Clock::now();
         lastError_ = error;
-        r.response = R::kBadTarget;
-        r.error = error;
+        for (size_t i = 0; i < count; i++) fail(results[i], R::kBadTarget, error);
         return;
       }
     }
-    // The PDU's own timeout (whole seconds, set at creation; iscsi.h
-    // "Timeout Handling") backs up our ms deadline.
-    iscsi_set_timeout(ctx_, static_cast<int>(c.timeoutMs / 1000 + 2));
-    const int xfer = c.direction == DataDirection::kToDevice     ? SCSI_XFER_WRITE
-                     : c.direction == DataDirection::kFromDevice ? SCSI_XFER_READ
-                                                                 : SCSI_XFER_NONE;
-    uint8_t cdb[32];
-    std::memcpy(cdb, c.cdb, std::min(c.cdbLength, sizeof cdb));
-    scsi_task* task = scsi_create_task(static_cast<int>(c.cdbLength), cdb, xfer, static_cast<int>(c.dataLength));
-    if (task == nullptr) {
-      r.response = R::kFailure;
-      r.error = "scsi_create_task: out of memory";
-      return;
+    // The PDUs' own timeout (whole seconds, set at creation; iscsi.h
+    // "Timeout Handling") backs up our ms deadlines.
+    iscsi_set_timeout(ctx_, static_cast<int>(longest / 1000 + 2));
+    // Every slot's Waiter stays put (no reallocation after this) until the
+    // context is gone or its callback ran: see the class comment.
+    std::vector<Slot> slots(count);
+    std::string queueError;
+    for (size_t i = 0; i < count && queueError.empty(); i++) {
+      const PassthroughCommand& c = commands[i];
+      slots[i].deadline = started + std::chrono::milliseconds(c.timeoutMs);
+      const int xfer = c.direction == DataDirection::kToDevice     ? SCSI_XFER_WRITE
+                       : c.direction == DataDirection::kFromDevice ? SCSI_XFER_READ
+                                                                   : SCSI_XFER_NONE;
+      uint8_t cdb[32];
+      std::memcpy(cdb, c.cdb, std::min(c.cdbLength, sizeof cdb));
+      scsi_task* task = scsi_create_task(static_cast<int>(c.cdbLength), cdb, xfer, static_cast<int>(c.dataLength));
+      if (task == nullptr) {
+        fail(results[i], R::kFailure, "scsi_create_task: out of memory");
+        slots[i].settled = true;
+        continue;
+      }
+      // scsi_iovec "follows the POSIX struct iovec definition and *MUST* never
+      // change" (scsi-lowlevel.h): the array is used in place until the task ends.
+      if (c.dataLength > 0 && xfer == SCSI_XFER_READ)
+        scsi_task_set_iov_in(task, reinterpret_cast<scsi_iovec*>(const_cast<iovec*>(c.iov)), static_cast<int>(c.iovCount));
+      if (c.dataLength > 0 && xfer == SCSI_XFER_WRITE)
+        scsi_task_set_iov_out(task, reinterpret_cast<scsi_iovec*>(const_cast<iovec*>(c.iov)), static_cast<int>(c.iovCount));
+      if (iscsi_scsi_command_async(ctx_, static_cast<int>(address_.lun), task, waiterCallback, nullptr, &slots[i].w) != 0) {
+        queueError = "iSCSI " + description_ + ": cannot queue the command: " + iscsi_get_error(ctx_);
+        scsi_free_scsi_task(task);
+        break;
+      }
+      slots[i].task = task;
     }
-    // scsi_iovec "follows the POSIX struct iovec definition and *MUST* never
-    // change" (scsi-lowlevel.h): the array is used in place until the task ends.
-    if (c.dataLength > 0 && xfer == SCSI_XFER_READ)
-      scsi_task_set_iov_in(task, reinterpret_cast<scsi_iovec*>(const_cast<iovec*>(c.iov)), static_cast<int>(c.iovCount));
-    if (c.dataLength > 0 && xfer == SCSI_XFER_WRITE)
-      scsi_task_set_iov_out(task, reinterpret_cast<scsi_iovec*>(const_cast<iovec*>(c.iov)), static_cast<int>(c.iovCount));
-    Waiter w;
-    if (iscsi_scsi_command_async(ctx_, static_cast<int>(address_.lun), task, waiterCallback, nullptr, &w) != 0) {
-      markBroken(r, R::kTransportFailure, "iSCSI " + description_ + ": cannot queue the command: " + iscsi_get_error(ctx_));
-      scsi_free_scsi_task(task);
-      return;
+    // 0: all finished; 1: a deadline passed; 2: the connection failed; 3: queueing failed.
+    const int outcome = queueError.empty() ? run(slots) : 3;
+    const auto now = Clock::now();
+    bool broken = outcome != 0;
+    for (size_t i = 0; i < count; i++) {
+      Slot& slot = slots[i];
+      if (slot.settled) continue;
+      PassthroughResult& r = results[i];
+      if (slot.task != nullptr && slot.w.finished) {
+        if (!complete(slot.w, slot.task, commands[i], r)) broken = true;
+      } else if (outcome == 1) {
+        fail(r, R::kAborted,
+             "iSCSI " + description_ + ": " +
+                 (now >= slot.deadline ? "timed out after " + std::to_string(commands[i].timeoutMs) + " ms"
+                                       : std::string("aborted: the session was dropped when a command queued with "
+                                                     "it timed out")));
+      } else if (outcome == 2) {
+        fail(r, R::kTransportFailure, "iSCSI " + description_ + ": connection failed: " + iscsi_get_error(ctx_));
+      } else {
+        fail(r, R::kTransportFailure, queueError);
+      }
     }
-    const int outcome = run(w, deadline);
-    if (outcome != 0) {
-      // Deadline passed or the connection failed: destroying the context
-      // cancels the PDU (its callback reaches `w`, still alive), so nothing
-      // writes into the data buffers after we return. The target aborts the
-      // task when the session goes (RFC 7143 §6.3).
-      const std::string why = outcome == 1 ? "timed out after " + std::to_string(c.timeoutMs) + " ms"
-                                           : std::string("connection failed: ") + iscsi_get_error(ctx_);
-      markBroken(r, outcome == 1 ? R::kAborted : R::kTransportFailure, "iSCSI " + description_ + ": " + why);
-      scsi_free_scsi_task(task);
-      return;
+    if (broken) {
+      // A deadline passed or the connection failed: destroying the context
+      // cancels every unfinished PDU (its callback reaches its slot's Waiter,
+      // still alive), so nothing writes into the data buffers after we
+      // return. The target aborts the tasks when the session goes (RFC 7143
+      // §6.3). The next command reconnects at once.
+      drop();
+      haveFailure_ = false;
     }
-    complete(w, task, c, r);
-    scsi_free_scsi_task(task);
+    for (Slot& slot : slots)
+      if (slot.task != nullptr) scsi_free_scsi_task(slot.task);
   }
 
  private:
+  /** One command of a batch. */
+  struct Slot {
+    Waiter w;
+    scsi_task* task = nullptr;  // queued (ours to free after the context let go of it)
+    Clock::time_point deadline{};
+    bool settled = false;  // its result is final without the device (not queued)
+  };
+
+  static void fail(PassthroughResult& r, uint8_t response, std::string error) {
+    r.response = response;
+    r.status = 0;
+    r.senseLength = 0;
+    r.error = std::move(error);  // r.residual stays the whole transfer
+  }
+
   /** Polls the context until `w` finished (0), the deadline passed (1) or
    * iscsi_service failed (2). */
   int run(Waiter& w, Clock::time_point deadline) {
     while (!w.finished) {
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
       if (left <= 0) return 1;
-      pollfd p{iscsi_get_fd(ctx_), static_cast<short>(iscsi_which_events(ctx_)), 0};
-      const int n = ::poll(&p, 1, static_cast<int>(std::min<long long>(left, 1000)));
-      if (n < 0 && errno != EINTR) return 2;
-      if (iscsi_service(ctx_, n > 0 ? p.revents : 0) < 0) return 2;
+      if (!serviceOnce(left)) return 2;
     }
     return 0;
   }
 
-  /** Maps a finished task (libiscsi lib/iscsi-command.c iscsi_process_scsi_reply). */
-  void complete(const Waiter& w, scsi_task* task, const PassthroughCommand& c, PassthroughResult& r) {
+  /** Polls the context until every queued slot finished (0), the earliest
+   * deadline among the unfinished passed (1) or iscsi_service failed (2). */
+  int run(std::vector<Slot>& slots) {
+    for (;;) {
+      bool pending = false;
+      Clock::time_point earliest = Clock::time_point::max();
+      for (const Slot& slot : slots) {
+        if (slot.task == nullptr || slot.w.finished) continue;
+        pending = true;
+        earliest = std::min(earliest, slot.deadline);
+      }
+      if (!pending) return 0;
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(earliest - Clock::now()).count();
+      if (left <= 0) return 1;
+      if (!serviceOnce(left)) return 2;
+    }
+  }
+
+  /** One poll (at most `leftMs`, capped at 1 s) and iscsi_service; false when either failed. */
+  bool serviceOnce(long long leftMs) {
+    pollfd p{iscsi_get_fd(ctx_), static_cast<short>(iscsi_which_events(ctx_)), 0};
+    const int n = ::poll(&p, 1, static_cast<int>(std::min<long long>(leftMs, 1000)));
+    if (n < 0 && errno != EINTR) return false;
+    return iscsi_service(ctx_, n > 0 ? p.revents : 0) >= 0;
+  }
+
+  /** Maps a finished task (libiscsi lib/iscsi-command.c
+   * iscsi_process_scsi_reply); false when the context must be dropped. */
+  bool complete(const Waiter& w, scsi_task* task, const PassthroughCommand& c, PassthroughResult& r) {
     switch (w.status) {
       case SCSI_STATUS_GOOD:
       case SCSI_STATUS_CHECK_CONDITION:
@@ -263,16 +442,16 @@ class IscsiTransport : public PassthroughTransport {
       case SCSI_STATUS_TASK_ABORTED:
         break;
       case SCSI_STATUS_TIMEOUT:  // libiscsi's own PDU timeout (pdu.c iscsi_timeout_scan)
-        markBroken(r, R::kAborted, "iSCSI " + description_ + ": command timed out");
-        return;
+        fail(r, R::kAborted, "iSCSI " + description_ + ": command timed out");
+        return false;
       case SCSI_STATUS_CANCELLED:
         // Not from us (we only destroy the context after run() gave up):
         // libiscsi cancels every PDU when the connection drops and
         // reconnecting is off (connect.c iscsi_reconnect → iscsi_defer_reconnect).
       default:  // SCSI_STATUS_ERROR: protocol error or unknown status byte
-        markBroken(r, R::kTransportFailure,
-                   "iSCSI " + description_ + ": connection lost or protocol error: " + iscsi_get_error(ctx_));
-        return;
+        fail(r, R::kTransportFailure,
+             "iSCSI " + description_ + ": connection lost or protocol error: " + iscsi_get_error(ctx_));
+        return false;
     }
     r.status = static_cast<uint8_t>(w.status);
     // Residual: the SCSI Response PDU's residual count, valid with the
@@ -291,16 +470,7 @@ class IscsiTransport : public PassthroughTransport {
       r.senseLength = std::min({announced, present, static_cast<uint32_t>(kPassthroughSenseMax)});
       std::memcpy(r.sense, task->datain.data + 2, r.senseLength);
     }
-  }
-
-  /** Fails the command and drops the context; the next command reconnects. */
-  void markBroken(PassthroughResult& r, uint8_t response, std::string error) {
-    r.response = response;
-    r.status = 0;
-    r.senseLength = 0;
-    r.error = std::move(error);  // r.residual stays the whole transfer
-    drop();
-    haveFailure_ = false;  // a fresh failure: the next command may reconnect at once
+    return true;
   }
 
   void drop() {

@@ -1,10 +1,11 @@
 // Passthrough transports (issue 8): one real SCSI LUN behind our HBA, driven
 // either with the SG_IO ioctl (a host block device or /dev/sg* node) or with
 // libiscsi (an iSCSI LUN the host kernel does not see). A transport executes
-// one command at a time per call (several threads may call it at once; the
-// iSCSI transport serializes them) and maps every failure below SCSI to a
-// virtio-scsi response code (virtio 1.2 §5.6.6.1). Never blocks longer than
-// the command's timeout (plus one reconnect attempt bounded by it).
+// one command per execute() call or a batch of them in flight together per
+// executeBatch() call (several threads may call either at once; the iSCSI
+// transport serializes the calls per session) and maps every failure below
+// SCSI to a virtio-scsi response code (virtio 1.2 §5.6.6.1). Never blocks
+// longer than the commands' timeout (plus one reconnect attempt bounded by it).
 //
 // No N-API here (passthrough_binding.cc wraps it; scsi_fastpath.cc calls it
 // from the queue workers with iovecs straight into guest memory).
@@ -65,6 +66,14 @@ class PassthroughTransport {
   virtual ~PassthroughTransport() = default;
   /** Runs one command; fills `result` (never throws). */
   virtual void execute(const PassthroughCommand& command, PassthroughResult& result) = 0;
+  /** Runs `count` independent commands that may be in flight at the device
+   * together (a queue worker's round; SAM-5 SIMPLE task attributes, so their
+   * order is free) and fills results[i] for commands[i]; returns when every
+   * command has its result and nothing refers to its buffers any more. The
+   * default runs them one after the other. Never throws. */
+  virtual void executeBatch(const PassthroughCommand* commands, PassthroughResult* results, size_t count) {
+    for (size_t i = 0; i < count; i++) execute(commands[i], results[i]);
+  }
   /** e.g. "/dev/sdb (sg 3.5.36)" or "iscsi://127.0.0.1:3260/iqn.../1". */
   const std::string& description() const { return description_; }
   /** Largest data transfer in one command the host path takes; 0 = no host limit. */

@@ -311,16 +311,27 @@ size_t cdbLengthOf(const uint8_t* cdb, size_t available) {
   return length <= available ? length : 0;
 }
 
+PassthroughTransport* PreparedPassthrough::transport() const {
+  return lun_ ? lun_->passthrough()->transport.get() : nullptr;
+}
+
+void PreparedPassthrough::release() {
+  if (lun_) lun_->exit();
+  lun_.reset();
+  chain_ = nullptr;
+}
+
 namespace {
 
-/** The passthrough half of tryExecuteScsiRequest: `req` is the request header
- * and CDB already copied out of the chain. */
-FastPathResult executePassthrough(const ChainSegments& chain, NativeLun& lun, const uint8_t* req,
-                                  uint32_t& usedLength) {
-  const NativeLun::Passthrough& pt = *lun.passthrough();
+/** The passthrough half of prepareScsiRequest (its LUN held by the caller):
+ * `req` is the request header and CDB already copied out of the chain; fills
+ * `command`, `iov` and `cdbCopy` (32 bytes) when it returns kPrepared. */
+PrepareResult preparePassthrough(const ChainSegments& chain, const uint8_t* req, uint32_t& usedLength,
+                                 const NativeLun::Passthrough& pt, PassthroughCommand& command,
+                                 std::vector<iovec>& iov, uint8_t* cdbCopy) {
   const uint8_t* cdb = req + kCdbOffset;
   const uint8_t opcode = cdb[0];
-  if (bitSet(pt.deferred, opcode)) return FastPathResult::kDeferred;
+  if (bitSet(pt.deferred, opcode)) return PrepareResult::kDeferred;
   const uint64_t dataOutLength = chain.readableLength - kRequestHeaderSize;
   const uint64_t dataInLength = chain.writableLength - kResponseHeaderSize;
   if (bitSet(pt.refused, opcode)) {
@@ -328,19 +339,18 @@ FastPathResult executePassthrough(const ChainSegments& chain, NativeLun& lun, co
     const uint64_t resid = dataInLength > 0 ? dataInLength : dataOutLength;
     writeResponse(chain, kStatusCheckCondition, static_cast<uint32_t>(std::min<uint64_t>(resid, UINT32_MAX)), &kInvalidOpcode);
     usedLength = kResponseHeaderSize;
-    return FastPathResult::kCompleted;
+    return PrepareResult::kCompleted;
   }
   // Bidirectional: JS refuses it (INVALID FIELD IN CDB). Unknown CDB length:
   // JS decides. Lengths beyond what SG_IO / iSCSI describe: JS.
-  if (dataOutLength > 0 && dataInLength > 0) return FastPathResult::kDeferred;
+  if (dataOutLength > 0 && dataInLength > 0) return PrepareResult::kDeferred;
   const size_t cdbLength = cdbLengthOf(cdb, kCdbSize);
-  if (cdbLength == 0) return FastPathResult::kDeferred;
+  if (cdbLength == 0) return PrepareResult::kDeferred;
   const bool toDevice = dataOutLength > 0;
   const uint64_t dataLength = toDevice ? dataOutLength : dataInLength;
-  if (dataLength > UINT32_MAX - kResponseHeaderSize) return FastPathResult::kDeferred;
+  if (dataLength > UINT32_MAX - kResponseHeaderSize) return PrepareResult::kDeferred;
 
   // The data buffers, straight into guest memory (skipping the headers).
-  thread_local std::vector<iovec> iov;
   iov.clear();
   const std::vector<GuestSegment>& segments = toDevice ? *chain.readable : *chain.writable;
   uint64_t skip = toDevice ? kRequestHeaderSize : kResponseHeaderSize;
@@ -354,28 +364,37 @@ FastPathResult executePassthrough(const ChainSegments& chain, NativeLun& lun, co
     iov.push_back(iovec{seg.host + skip, static_cast<size_t>(take)});
     gathered += take;
     skip = 0;
-    if (iov.size() > pt.transport->maxSegments()) return FastPathResult::kDeferred;  // JS bounces it
+    if (iov.size() > pt.transport->maxSegments()) return PrepareResult::kDeferred;  // JS bounces it
   }
-  if (gathered != dataLength) return FastPathResult::kDeferred;  // cannot happen: lengths are the chain's
+  if (gathered != dataLength) return PrepareResult::kDeferred;  // cannot happen: lengths are the chain's
 
-  PassthroughCommand command;
-  command.cdb = cdb;
+  std::memcpy(cdbCopy, cdb, kCdbSize);  // the request copy is the caller's stack
+  command = PassthroughCommand{};
+  command.cdb = cdbCopy;
   command.cdbLength = cdbLength;
   command.direction = dataLength == 0 ? DataDirection::kNone : toDevice ? DataDirection::kToDevice : DataDirection::kFromDevice;
   command.iov = iov.data();
   command.iovCount = iov.size();
   command.dataLength = static_cast<uint32_t>(dataLength);
   command.timeoutMs = pt.timeoutMs;
-  thread_local PassthroughResult result;
-  pt.transport->execute(command, result);
+  return PrepareResult::kPrepared;
+}
 
+}  // namespace
+
+uint32_t finishPassthrough(PreparedPassthrough& prepared, const PassthroughResult& result) {
+  const ChainSegments& chain = *prepared.chain_;
+  NativeLun& lun = *prepared.lun_;
+  const PassthroughCommand& command = prepared.command_;
+  const uint8_t opcode = prepared.cdb_[0];
+  const bool toDevice = command.direction == DataDirection::kToDevice;
   const bool ok = result.response == VirtioScsiResponse::kOk;
   const uint32_t resid = ok ? std::min<uint32_t>(result.residual, command.dataLength) : command.dataLength;
   const uint32_t transferred = command.dataLength - resid;
   writeRawResponse(chain, ok ? result.status : 0, resid, result.response, result.sense, ok ? result.senseLength : 0);
-  usedLength = static_cast<uint32_t>(kResponseHeaderSize + (toDevice ? 0 : transferred));
+  const auto usedLength = static_cast<uint32_t>(kResponseHeaderSize + (toDevice ? 0 : transferred));
 
-  PassthroughCounters& device = pt.transport->counters;
+  PassthroughCounters& device = lun.passthrough()->transport->counters;
   if (!ok) {
     lun.errors.fetch_add(1, std::memory_order_relaxed);
     device.errors.fetch_add(1, std::memory_order_relaxed);
@@ -393,26 +412,70 @@ FastPathResult executePassthrough(const ChainSegments& chain, NativeLun& lun, co
     lun.flushes.fetch_add(1, std::memory_order_relaxed);
     device.flushes.fetch_add(1, std::memory_order_relaxed);
   }
-  return FastPathResult::kCompleted;
+  prepared.release();
+  return usedLength;
 }
 
-}  // namespace
+void executePreparedPassthrough(PreparedPassthrough* prepared, size_t count, uint32_t* usedLengths) {
+  // Scratch reused by this thread (a queue worker): commands and results of
+  // one transport's batch, contiguous as executeBatch takes them.
+  thread_local std::vector<PassthroughCommand> commands;
+  thread_local std::vector<PassthroughResult> results;
+  thread_local std::vector<size_t> members;
+  thread_local std::vector<bool> grouped;
+  grouped.assign(count, false);
+  for (size_t first = 0; first < count; first++) {
+    if (grouped[first]) continue;
+    PassthroughTransport* transport = prepared[first].transport();
+    commands.clear();
+    members.clear();
+    for (size_t i = first; i < count; i++) {
+      if (grouped[i] || prepared[i].transport() != transport) continue;
+      grouped[i] = true;
+      members.push_back(i);
+      commands.push_back(prepared[i].command());
+    }
+    if (results.size() < members.size()) results.resize(members.size());
+    transport->executeBatch(commands.data(), results.data(), members.size());
+    for (size_t k = 0; k < members.size(); k++) usedLengths[members[k]] = finishPassthrough(prepared[members[k]], results[k]);
+  }
+}
 
 FastPathResult tryExecuteScsiRequest(const ChainSegments& chain, const LunTable& table, uint32_t& usedLength) {
-  if (table.empty()) return FastPathResult::kDeferred;
+  thread_local PreparedPassthrough prepared;  // its iovec array is reused
+  switch (prepareScsiRequest(chain, table, usedLength, prepared)) {
+    case PrepareResult::kPrepared:
+      executePreparedPassthrough(&prepared, 1, &usedLength);
+      return FastPathResult::kCompleted;
+    case PrepareResult::kCompleted:
+      return FastPathResult::kCompleted;
+    case PrepareResult::kDeferred:
+      break;
+  }
+  return FastPathResult::kDeferred;
+}
+
+PrepareResult prepareScsiRequest(const ChainSegments& chain, const LunTable& table, uint32_t& usedLength,
+                                 PreparedPassthrough& prepared) {
+  prepared.release();
+  if (table.empty()) return PrepareResult::kDeferred;
   // Too short to frame: the JS path reports the violation.
   if (chain.readableLength < kRequestHeaderSize || chain.writableLength < kResponseHeaderSize)
-    return FastPathResult::kDeferred;
+    return PrepareResult::kDeferred;
   uint8_t req[kRequestHeaderSize];  // header and CDB, copied once
   copyFromSegments(*chain.readable, 0, req, sizeof req);
   uint32_t target = 0, lunNumber = 0;
-  if (!decodeLun(req, target, lunNumber)) return FastPathResult::kDeferred;
+  if (!decodeLun(req, target, lunNumber)) return PrepareResult::kDeferred;
   std::shared_ptr<NativeLun> lun = table.find(target, lunNumber);
-  if (!lun) return FastPathResult::kDeferred;  // unknown: JS answers
+  if (!lun) return PrepareResult::kDeferred;  // unknown: JS answers
   if (lun->passthrough() != nullptr) {
-    if (!lun->tryEnter()) return FastPathResult::kDeferred;  // not eligible: a unit attention of ours pending
-    LunHold hold(*lun);
-    return executePassthrough(chain, *lun, req, usedLength);
+    if (!lun->tryEnter()) return PrepareResult::kDeferred;  // not eligible: a unit attention of ours pending
+    prepared.lun_ = lun;  // held from here; released below unless prepared
+    prepared.chain_ = &chain;
+    const PrepareResult outcome =
+        preparePassthrough(chain, req, usedLength, *lun->passthrough(), prepared.command_, prepared.iov_, prepared.cdb_);
+    if (outcome != PrepareResult::kPrepared) prepared.release();
+    return outcome;
   }
 
   const uint8_t* cdb = req + kCdbOffset;
@@ -420,20 +483,20 @@ FastPathResult tryExecuteScsiRequest(const ChainSegments& chain, const LunTable&
   const bool isRead = opcode == kRead10 || opcode == kRead16;
   const bool isWrite = opcode == kWrite10 || opcode == kWrite16;
   const bool isSync = opcode == kSyncCache10 || opcode == kSyncCache16;
-  if (!isRead && !isWrite && !isSync) return FastPathResult::kDeferred;
+  if (!isRead && !isWrite && !isSync) return PrepareResult::kDeferred;
   const bool long16 = opcode == kRead16 || opcode == kWrite16 || opcode == kSyncCache16;
   // CDB fields (SBC-3 tables for READ/WRITE(10/16), SYNCHRONIZE CACHE(10/16)).
   // Anything the SCSI layer would refuse as INVALID FIELD IN CDB is deferred
   // to it: RDPROTECT/WRPROTECT (byte 1 bits 7..5), SYNC CACHE reserved bits,
   // NACA in the CONTROL byte (SAM-5 §5.2).
   const uint8_t flags = cdb[1];
-  if (isSync ? (flags & 0xf9) != 0 : (flags & 0xe0) != 0) return FastPathResult::kDeferred;
-  if (cdb[long16 ? 15 : 9] & 0x04) return FastPathResult::kDeferred;
+  if (isSync ? (flags & 0xf9) != 0 : (flags & 0xe0) != 0) return PrepareResult::kDeferred;
+  if (cdb[long16 ? 15 : 9] & 0x04) return PrepareResult::kDeferred;
   const uint64_t lba = long16 ? be64(cdb + 2) : be32(cdb + 2);
   const uint64_t blocks = long16 ? be32(cdb + 10) : be16(cdb + 7);
   const bool fua = !isSync && (flags & 0x08) != 0;
 
-  if (!lun->tryEnter()) return FastPathResult::kDeferred;  // a unit attention pending
+  if (!lun->tryEnter()) return PrepareResult::kDeferred;  // a unit attention pending
   LunHold hold(*lun);
   const NativeLun::Snapshot unit = lun->snapshot();
 
@@ -449,7 +512,7 @@ FastPathResult tryExecuteScsiRequest(const ChainSegments& chain, const LunTable&
   auto fail = [&](const Sense& sense) {
     writeResponse(chain, kStatusCheckCondition, residNoData(dataOutLength), &sense);
     usedLength = kResponseHeaderSize;
-    return FastPathResult::kCompleted;
+    return PrepareResult::kCompleted;
   };
 
   if (isSync) {
@@ -463,18 +526,18 @@ FastPathResult tryExecuteScsiRequest(const ChainSegments& chain, const LunTable&
     lun->flushes.fetch_add(1, std::memory_order_relaxed);
     writeResponse(chain, kStatusGood, residNoData(dataOutLength), nullptr);
     usedLength = kResponseHeaderSize;
-    return FastPathResult::kCompleted;
+    return PrepareResult::kCompleted;
   }
 
   // Same order of checks as read-write.ts: write protection, transfer
   // length, LBA range, then buffers.
   if (isWrite && unit.readOnly) return fail(kWriteProtected);
-  if (blocks == 0 || blocks > unit.maxTransferBlocks) return FastPathResult::kDeferred;
+  if (blocks == 0 || blocks > unit.maxTransferBlocks) return PrepareResult::kDeferred;
   if (!lbaRangeValid(lba, blocks, unit.blockCount)) return fail(kLbaOutOfRange);
   const uint64_t length = blocks * unit.blockSize;  // <= 2^32 * 4096: no overflow
   const uint64_t offset = lba * unit.blockSize;     // lba < blockCount, a capacity in bytes / blockSize
   if (isRead) {
-    if (dataInCapacity < length) return FastPathResult::kDeferred;  // read-write.ts truncates; let it
+    if (dataInCapacity < length) return PrepareResult::kDeferred;  // read-write.ts truncates; let it
     if (transferAll(lun->fd(), false, *chain.writable, kResponseHeaderSize, length, offset) != 0) {
       lun->errors.fetch_add(1, std::memory_order_relaxed);
       return fail(kMediumErrorRead);
@@ -483,9 +546,9 @@ FastPathResult tryExecuteScsiRequest(const ChainSegments& chain, const LunTable&
     lun->bytesRead.fetch_add(length, std::memory_order_relaxed);
     writeResponse(chain, kStatusGood, static_cast<uint32_t>(dataInCapacity - length), nullptr);
     usedLength = static_cast<uint32_t>(kResponseHeaderSize + length);
-    return FastPathResult::kCompleted;
+    return PrepareResult::kCompleted;
   }
-  if (dataOutLength < length) return FastPathResult::kDeferred;  // INVALID FIELD IN CDB, from JS
+  if (dataOutLength < length) return PrepareResult::kDeferred;  // INVALID FIELD IN CDB, from JS
   // SBC-3 §4.15: durable before GOOD with FUA or with the write cache off.
   const bool durable = fua || !unit.writeCacheEnabled;
   const int fd = durable && lun->dsyncFd() >= 0 ? lun->dsyncFd() : lun->fd();
@@ -499,7 +562,7 @@ FastPathResult tryExecuteScsiRequest(const ChainSegments& chain, const LunTable&
   lun->bytesWritten.fetch_add(length, std::memory_order_relaxed);
   writeResponse(chain, kStatusGood, residNoData(length), nullptr);
   usedLength = kResponseHeaderSize;
-  return FastPathResult::kCompleted;
+  return PrepareResult::kCompleted;
 }
 
 }  // namespace vhba

@@ -19,12 +19,15 @@
 // No N-API here, so it can be unit-tested and fuzzed without Node.
 #pragma once
 
+#include <sys/uio.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
 #include "fd_util.h"
 #include "passthrough.h"
@@ -148,6 +151,39 @@ class LunTable {
 /** Result of tryExecuteScsiRequest. */
 enum class FastPathResult { kDeferred, kCompleted };
 
+/** Result of prepareScsiRequest: kPrepared = a passthrough command is ready
+ * in the PreparedPassthrough given, to run with executePreparedPassthrough. */
+enum class PrepareResult { kDeferred, kCompleted, kPrepared };
+
+/** A passthrough command that passed every check and has not run yet: it
+ * holds its LUN (NativeLun::tryEnter) until finished, so the LUN cannot be
+ * drained away under it. Filled by prepareScsiRequest; reusable; neither
+ * copyable nor movable (its command points into it). */
+class PreparedPassthrough {
+ public:
+  PreparedPassthrough() = default;
+  ~PreparedPassthrough() { release(); }
+  PreparedPassthrough(const PreparedPassthrough&) = delete;
+  PreparedPassthrough& operator=(const PreparedPassthrough&) = delete;
+
+  /** The command for the transport: CDB copied here, iovecs into guest memory. */
+  const PassthroughCommand& command() const { return command_; }
+  /** The transport of the LUN held. */
+  PassthroughTransport* transport() const;
+
+ private:
+  friend PrepareResult prepareScsiRequest(const ChainSegments&, const LunTable&, uint32_t&, PreparedPassthrough&);
+  friend uint32_t finishPassthrough(PreparedPassthrough&, const PassthroughResult&);
+  /** Lets go of the LUN (if held). */
+  void release();
+
+  std::shared_ptr<NativeLun> lun_;  // held while set
+  const ChainSegments* chain_ = nullptr;
+  uint8_t cdb_[32] = {};
+  std::vector<iovec> iov_;
+  PassthroughCommand command_;
+};
+
 /** Examines one request-queue chain (virtio 1.2 §5.6.6.1). If it is a READ(10/16),
  * WRITE(10/16) or SYNCHRONIZE CACHE(10/16) for an eligible file LUN of
  * `table`, or any command the native path takes for an eligible passthrough
@@ -157,6 +193,28 @@ enum class FastPathResult { kDeferred, kCompleted };
  * JS (kDeferred). Blocking: does the file or device I/O on the calling thread
  * (a passthrough command for at most its timeout, plus one reconnect). */
 FastPathResult tryExecuteScsiRequest(const ChainSegments& chain, const LunTable& table, uint32_t& usedLength);
+
+/** tryExecuteScsiRequest in two steps: everything it does except running a
+ * passthrough command at its device. File LUN commands, refused passthrough
+ * opcodes and answers the checks give are executed now (kCompleted, with
+ * `usedLength`); a passthrough command to forward is checked (eligibility
+ * with the LUN held, deferred opcodes, direction, CDB length, iovecs over the
+ * chain's buffers) and left in `prepared` (kPrepared), still holding its LUN;
+ * kDeferred: nothing written, the chain goes to JS. The chain must stay
+ * valid until the prepared command is finished. */
+PrepareResult prepareScsiRequest(const ChainSegments& chain, const LunTable& table, uint32_t& usedLength,
+                                 PreparedPassthrough& prepared);
+
+/** Writes the response for a prepared command's `result` into its chain,
+ * counts it (LUN and device counters), releases the LUN and returns the
+ * chain's used length. */
+uint32_t finishPassthrough(PreparedPassthrough& prepared, const PassthroughResult& result);
+
+/** Runs `count` prepared commands, one PassthroughTransport::executeBatch per
+ * transport (in order of first appearance), and finishes each: usedLengths[i]
+ * is prepared[i]'s. Blocks until all are finished (each within its timeout,
+ * plus one reconnect). */
+void executePreparedPassthrough(PreparedPassthrough* prepared, size_t count, uint32_t* usedLengths);
 
 /** The CDB length an opcode's group code gives (SPC-4 §4.2.5.1): 6, 10, 12 or
  * 16 bytes; 7Fh variable length: cdb[7] + 8. 0 when unknown (reserved group
