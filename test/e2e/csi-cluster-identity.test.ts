@@ -12,85 +12,45 @@
 // parameters, so status.guestDevicePaths (operator/guest-paths.ts) are the
 // guest's by-id names. A second volume from the same claim finds its pinned
 // address taken: the engine's ALREADY_EXISTS.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createClient, type ServiceClient } from '../../protos/grpc.ts';
-import { Controller, Node, VolumeCapability_AccessMode_Mode as AccessMode } from '../../protos/gen/csi/v1/csi_pb.ts';
-import { EngineService } from '../../protos/gen/vhba/hba/v1/hba_pb.ts';
+import { startCsiStack, startOperatorCluster, type CsiStack, type OperatorCluster } from '../csi/stack.ts';
+import { VolumeCapability_AccessMode_Mode as AccessMode } from '../../protos/gen/csi/v1/csi_pb.ts';
 import { ContextKey } from '../../csi/volumes.ts';
 import { predictGuestPaths } from '../../operator/guest-paths.ts';
-import { startTestApiServer, type TestApiServer } from '../k8s/apiserver.ts';
+import type { TestApiServer } from '../k8s/apiserver.ts';
 import { kubectlOk } from '../k8s/kubectl.ts';
 import { missingToolsReason } from '../k8s/tools.ts';
-import { CRD_NAME } from '../../operator/crd.ts';
-import { OperatorProcess, REPO, kubeClient, listDisks, listPvcs, waitFor } from '../../operator/testing/harness.ts';
+import { kubeClient, listDisks, listPvcs, waitFor } from '../../operator/testing/harness.ts';
 
-const ROOT = resolve(import.meta.dirname, '../..');
 const NODE_ID = 'id-node';
 const BLOCK_CAP = { accessType: { case: 'block' as const, value: {} }, accessMode: { mode: AccessMode.SINGLE_NODE_WRITER } };
 
-type ControllerClient = ServiceClient<(typeof Controller)['method']>;
-type NodeClient = ServiceClient<(typeof Node)['method']>;
-type EngineClient = ServiceClient<(typeof EngineService)['method']>;
-
-function waitForLine(child: ChildProcess, pattern: RegExp, what: string, ms = 30_000): Promise<string> {
-  return new Promise((resolvePromise, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`${what} did not start within ${ms} ms: ${out}`)), ms);
-    const onData = (d: Buffer) => {
-      out += d.toString();
-      const m = pattern.exec(out);
-      if (m) { clearTimeout(timer); resolvePromise(m[0]); }
-    };
-    child.stdout?.on('data', onData);
-    child.stderr?.on('data', onData);
-    child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`${what} exited with ${code}: ${out}`)); });
-  });
-}
 
 const kubeSkip = missingToolsReason(['kube-apiserver', 'etcd', 'kubectl']);
 
 describe.skipIf(kubeSkip !== undefined)(`emulated VirtualDisk in a cluster: operator status → claim → vhba csi → engine shows the status identity${kubeSkip ? ` (skipped: ${kubeSkip})` : ''}`, () => {
   const dir = mkdtempSync('/tmp/vhba-csi-id-');
-  const children: ChildProcess[] = [];
+  let stack: CsiStack | undefined;
   let cluster: TestApiServer | undefined;
-  let operator: OperatorProcess | undefined;
-  let controller: ControllerClient;
-  let node: NodeClient;
-  let engine: EngineClient;
+  let kube: OperatorCluster | undefined;
+  let controller: CsiStack['controller'];
+  let node: CsiStack['node'];
+  let engine: CsiStack['engine'];
 
   beforeAll(async () => {
-    cluster = await startTestApiServer();
-    await kubectlOk(cluster.kubeconfigPath, ['apply', '--server-side', '-f', `${REPO}/deploy/helm/vhba/crds/${CRD_NAME}.yaml`]);
-    await kubectlOk(cluster.kubeconfigPath, ['wait', '--for=condition=Established', `crd/${CRD_NAME}`, '--timeout=60s']);
-    operator = await OperatorProcess.start({ kubeconfigPath: cluster.kubeconfigPath, namespace: 'default' });
-    mkdirSync(join(dir, 'pub'));
-    const engineProc = spawn(process.execPath, [join(ROOT, 'csi/testing/engine-host.ts'), join(dir, 'engine.sock'), 'real'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(engineProc);
-    expect(await waitForLine(engineProc, /engine: (real|memory)/, 'engine')).toBe('engine: real');
-    const csi = spawn(process.execPath, [
-      join(ROOT, 'cmd/csi.ts'), '--mode', 'all', '--endpoint', `unix://${join(dir, 'csi.sock')}`, '--node-id', NODE_ID,
-      '--state-dir', join(dir, 'state'), '--data-dir', join(dir, 'data'), '--engine-endpoint', `unix://${join(dir, 'engine.sock')}`,
-      '--publish-root', join(dir, 'pub'), '--socket-dir', join(dir, 's'), '--max-volumes', '8',
-      '--state-store', 'kubernetes', '--state-namespace', 'default', '--kubeconfig', cluster.kubeconfigPath,
-    ], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(csi);
-    await waitForLine(csi, /csi plugin listening/, 'vhba csi');
-    controller = createClient(Controller, `unix://${join(dir, 'csi.sock')}`);
-    node = createClient(Node, `unix://${join(dir, 'csi.sock')}`);
-    engine = createClient(EngineService, `unix://${join(dir, 'engine.sock')}`);
+    kube = await startOperatorCluster();
+    cluster = kube.cluster;
+    stack = await startCsiStack({ dir, nodeId: NODE_ID, csiArgs: kube.csiArgs });
+    expect(stack.engineKind).toBe('real');
+    ({ controller, node, engine } = stack);
   });
 
   afterAll(async () => {
-    controller?.close();
-    node?.close();
-    engine?.close();
-    for (const c of children.reverse()) c.kill('SIGTERM');
-    await operator?.stop();
-    await cluster?.stop();
+    stack?.stop();
+    await kube?.stop();
     rmSync(dir, { recursive: true, force: true });
   });
 

@@ -19,6 +19,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitForLine } from '../csi/stack.ts';
 import { createClient, type ServiceClient } from '../../protos/grpc.ts';
 import { Controller, Node, VolumeCapability_AccessMode_Mode as AccessMode } from '../../protos/gen/csi/v1/csi_pb.ts';
 import { EngineService } from '../../protos/gen/vhba/hba/v1/hba_pb.ts';
@@ -46,20 +47,6 @@ interface Published {
   wwn: string;
   lunTarget: number;
   lun: number;
-}
-
-function waitForLine(child: ChildProcess, pattern: RegExp, what: string, ms = 30_000): Promise<void> {
-  return new Promise((resolveWait, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`${what} did not start within ${ms} ms: ${out}`)), ms);
-    const onData = (d: Buffer) => {
-      out += d.toString();
-      if (pattern.test(out)) { clearTimeout(timer); resolveWait(); }
-    };
-    child.stdout?.on('data', onData);
-    child.stderr?.on('data', onData);
-    child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`${what} exited with ${code}: ${out}`)); });
-  });
 }
 
 /** The guest's ext4 writer: each round writes a 128 KiB random file, syncs

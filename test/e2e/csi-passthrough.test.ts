@@ -20,23 +20,20 @@
 // name and namespace): it reads the device from the claim, checked against
 // the VirtualDisk (csi/claim-parameters.ts), and the node attaches it at the
 // address the operator put in the status.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createClient, type ServiceClient } from '../../protos/grpc.ts';
-import { Controller, Node, VolumeCapability_AccessMode_Mode as AccessMode, VolumeUsage_Unit } from '../../protos/gen/csi/v1/csi_pb.ts';
-import { EngineService, type LunStatus } from '../../protos/gen/vhba/hba/v1/hba_pb.ts';
+import { startCsiStack, startOperatorCluster, type CsiStack, type OperatorCluster } from '../csi/stack.ts';
+import { VolumeCapability_AccessMode_Mode as AccessMode, VolumeUsage_Unit } from '../../protos/gen/csi/v1/csi_pb.ts';
+import type { LunStatus } from '../../protos/gen/vhba/hba/v1/hba_pb.ts';
 import { ContextKey } from '../../csi/volumes.ts';
 import { startTgtd, tgtdAvailable, type Tgtd } from '../passthrough/tgtd.ts';
-import { startTestApiServer, type TestApiServer } from '../k8s/apiserver.ts';
+import type { TestApiServer } from '../k8s/apiserver.ts';
 import { kubectlOk } from '../k8s/kubectl.ts';
 import { missingToolsReason } from '../k8s/tools.ts';
-import { CRD_NAME } from '../../operator/crd.ts';
-import { OperatorProcess, REPO, kubeClient, listDisks, listPvcs, waitFor } from '../../operator/testing/harness.ts';
+import { kubeClient, listDisks, listPvcs, waitFor } from '../../operator/testing/harness.ts';
 
-const ROOT = resolve(import.meta.dirname, '../..');
 const NODE_ID = 'pt-node';
 const VM = 'csi-pt/vm1';
 const CONTROLLER_ID = `${VM}/hba0`;
@@ -44,57 +41,25 @@ const BLOCK = 4096;
 const LUN_BYTES = 16 << 20;
 const BLOCK_CAP = { accessType: { case: 'block' as const, value: {} }, accessMode: { mode: AccessMode.SINGLE_NODE_WRITER } };
 
-type ControllerClient = ServiceClient<(typeof Controller)['method']>;
-type NodeClient = ServiceClient<(typeof Node)['method']>;
-type EngineClient = ServiceClient<(typeof EngineService)['method']>;
-
-function waitForLine(child: ChildProcess, pattern: RegExp, what: string, ms = 30_000): Promise<string> {
-  return new Promise((resolvePromise, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`${what} did not start within ${ms} ms: ${out}`)), ms);
-    const onData = (d: Buffer) => {
-      out += d.toString();
-      const m = pattern.exec(out);
-      if (m) { clearTimeout(timer); resolvePromise(m[0]); }
-    };
-    child.stdout?.on('data', onData);
-    child.stderr?.on('data', onData);
-    child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`${what} exited with ${code}: ${out}`)); });
-  });
-}
 
 describe.skipIf(!tgtdAvailable())('CSI passthrough volume: vhba csi + real engine + tgtd iSCSI LUN', () => {
   const dir = mkdtempSync('/tmp/vhba-csi-pt-');
-  const children: ChildProcess[] = [];
+  let stack: CsiStack | undefined;
   let tgt: Tgtd;
-  let controller: ControllerClient;
-  let node: NodeClient;
-  let engine: EngineClient;
+  let controller: CsiStack['controller'];
+  let node: CsiStack['node'];
+  let engine: CsiStack['engine'];
   let engineKind = '';
 
   beforeAll(async () => {
     tgt = await startTgtd({ luns: [{ sizeBytes: LUN_BYTES, blockSize: BLOCK }] });
-    mkdirSync(join(dir, 'pub'));
-    const engineProc = spawn(process.execPath, [join(ROOT, 'csi/testing/engine-host.ts'), join(dir, 'engine.sock'), 'real'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(engineProc);
-    engineKind = (await waitForLine(engineProc, /engine: (real|memory)/, 'engine')).split(' ')[1]!;
-    const csi = spawn(process.execPath, [
-      join(ROOT, 'cmd/csi.ts'), '--mode', 'all', '--endpoint', `unix://${join(dir, 'csi.sock')}`, '--node-id', NODE_ID,
-      '--state-dir', join(dir, 'state'), '--data-dir', join(dir, 'data'), '--engine-endpoint', `unix://${join(dir, 'engine.sock')}`,
-      '--publish-root', join(dir, 'pub'), '--socket-dir', join(dir, 's'), '--max-volumes', '8',
-    ], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(csi);
-    await waitForLine(csi, /csi plugin listening/, 'vhba csi');
-    controller = createClient(Controller, `unix://${join(dir, 'csi.sock')}`);
-    node = createClient(Node, `unix://${join(dir, 'csi.sock')}`);
-    engine = createClient(EngineService, `unix://${join(dir, 'engine.sock')}`);
+    stack = await startCsiStack({ dir, nodeId: NODE_ID });
+    engineKind = stack.engineKind;
+    ({ controller, node, engine } = stack);
   });
 
   afterAll(async () => {
-    controller?.close();
-    node?.close();
-    engine?.close();
-    for (const c of children.reverse()) c.kill('SIGTERM');
+    stack?.stop();
     await tgt?.stop();
     rmSync(dir, { recursive: true, force: true });
   });
@@ -181,44 +146,26 @@ const kubeSkip = missingToolsReason(['kube-apiserver', 'etcd', 'kubectl']);
 
 describe.skipIf(!tgtdAvailable() || kubeSkip !== undefined)(`CSI passthrough volume in a cluster: operator claim → vhba csi (state in the API) → engine${kubeSkip ? ` (skipped: ${kubeSkip})` : ''}`, () => {
   const dir = mkdtempSync('/tmp/vhba-csi-ptk-');
-  const children: ChildProcess[] = [];
+  let stack: CsiStack | undefined;
   let tgt: Tgtd;
   let cluster: TestApiServer | undefined;
-  let operator: OperatorProcess | undefined;
-  let controller: ControllerClient;
-  let node: NodeClient;
-  let engine: EngineClient;
+  let kube: OperatorCluster | undefined;
+  let controller: CsiStack['controller'];
+  let node: CsiStack['node'];
+  let engine: CsiStack['engine'];
 
   beforeAll(async () => {
     tgt = await startTgtd({ luns: [{ sizeBytes: LUN_BYTES, blockSize: BLOCK }] });
-    cluster = await startTestApiServer();
-    await kubectlOk(cluster.kubeconfigPath, ['apply', '--server-side', '-f', `${REPO}/deploy/helm/vhba/crds/${CRD_NAME}.yaml`]);
-    await kubectlOk(cluster.kubeconfigPath, ['wait', '--for=condition=Established', `crd/${CRD_NAME}`, '--timeout=60s']);
-    operator = await OperatorProcess.start({ kubeconfigPath: cluster.kubeconfigPath, namespace: 'default' });
-    mkdirSync(join(dir, 'pub'));
-    const engineProc = spawn(process.execPath, [join(ROOT, 'csi/testing/engine-host.ts'), join(dir, 'engine.sock'), 'real'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(engineProc);
-    expect(await waitForLine(engineProc, /engine: (real|memory)/, 'engine')).toBe('engine: real');
-    const csi = spawn(process.execPath, [
-      join(ROOT, 'cmd/csi.ts'), '--mode', 'all', '--endpoint', `unix://${join(dir, 'csi.sock')}`, '--node-id', NODE_ID,
-      '--state-dir', join(dir, 'state'), '--data-dir', join(dir, 'data'), '--engine-endpoint', `unix://${join(dir, 'engine.sock')}`,
-      '--publish-root', join(dir, 'pub'), '--socket-dir', join(dir, 's'), '--max-volumes', '8',
-      '--state-store', 'kubernetes', '--state-namespace', 'default', '--kubeconfig', cluster.kubeconfigPath,
-    ], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(csi);
-    await waitForLine(csi, /csi plugin listening/, 'vhba csi');
-    controller = createClient(Controller, `unix://${join(dir, 'csi.sock')}`);
-    node = createClient(Node, `unix://${join(dir, 'csi.sock')}`);
-    engine = createClient(EngineService, `unix://${join(dir, 'engine.sock')}`);
+    kube = await startOperatorCluster();
+    cluster = kube.cluster;
+    stack = await startCsiStack({ dir, nodeId: NODE_ID, csiArgs: kube.csiArgs });
+    expect(stack.engineKind).toBe('real');
+    ({ controller, node, engine } = stack);
   });
 
   afterAll(async () => {
-    controller?.close();
-    node?.close();
-    engine?.close();
-    for (const c of children.reverse()) c.kill('SIGTERM');
-    await operator?.stop();
-    await cluster?.stop();
+    stack?.stop();
+    await kube?.stop();
     await tgt?.stop();
     rmSync(dir, { recursive: true, force: true });
   });

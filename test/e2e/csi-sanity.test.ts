@@ -4,11 +4,12 @@
 // in-memory double only if the real engine cannot be loaded, and then the
 // test says so). Skips are listed with reasons in csi/SANITY-SKIPS.md; any
 // failed spec, or a skipped spec not listed there, fails the test.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startCsiStack, type CsiStack } from '../csi/stack.ts';
 import { cacheDir } from '../cache.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
@@ -33,45 +34,21 @@ function readSkips(): { patterns: string[]; allowed: string[] } {
   return { patterns, allowed };
 }
 
-function waitForLine(child: ChildProcess, pattern: RegExp, what: string, ms = 30_000): Promise<string> {
-  return new Promise((resolvePromise, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`${what} did not start within ${ms} ms: ${out}`)), ms);
-    const onData = (d: Buffer) => {
-      out += d.toString();
-      const m = pattern.exec(out);
-      if (m) { clearTimeout(timer); resolvePromise(m[0]); }
-    };
-    child.stdout?.on('data', onData);
-    child.stderr?.on('data', onData);
-    child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`${what} exited with ${code}: ${out}`)); });
-  });
-}
-
 interface SpecReport { State: string; ContainerHierarchyTexts: string[] | null; LeafNodeText: string; Failure?: { Message: string } }
 
 describe('csi-sanity against vhba csi --mode all', () => {
   const dir = mkdtempSync(join(tmpdir(), 'vhba-sanity-'));
-  const children: ChildProcess[] = [];
+  let stack: CsiStack | undefined;
   let engineKind = '';
 
   beforeAll(async () => {
     ensureSanity();
-    mkdirSync(join(dir, 'pub'));
-    const engine = spawn(process.execPath, [join(ROOT, 'csi/testing/engine-host.ts'), join(dir, 'engine.sock'), 'real'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(engine);
-    engineKind = (await waitForLine(engine, /engine: (real|memory)/, 'engine')).split(' ')[1]!;
-    const csi = spawn(process.execPath, [
-      join(ROOT, 'cmd/csi.ts'), '--mode', 'all', '--endpoint', `unix://${join(dir, 'csi.sock')}`, '--node-id', 'sanity-node',
-      '--state-dir', join(dir, 'state'), '--data-dir', join(dir, 'data'), '--engine-endpoint', `unix://${join(dir, 'engine.sock')}`,
-      '--publish-root', join(dir, 'pub'), '--socket-dir', join(dir, 'sockets'), '--max-volumes', '8',
-    ], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(csi);
-    await waitForLine(csi, /csi plugin listening/, 'vhba csi');
+    stack = await startCsiStack({ dir, nodeId: 'sanity-node' });
+    engineKind = stack.engineKind;
   });
 
   afterAll(() => {
-    for (const c of children.reverse()) c.kill('SIGTERM');
+    stack?.stop();
     rmSync(dir, { recursive: true, force: true });
   });
 
