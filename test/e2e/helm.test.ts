@@ -51,6 +51,7 @@ const VALUE_SETS: Record<string, Record<string, unknown>> = {
     controller: { replicas: 2, dataNodeName: 'node-a', nodeSelector: { 'vhba.io/data': 'true' } },
     image: { repository: 'registry.example.com/vhba/vhba', tag: '0.1.0-rc1', pullPolicy: 'Always' },
     imagePullSecrets: [{ name: 'regcred' }],
+    engine: { hostDevicePassthrough: true },
   },
 };
 
@@ -247,6 +248,12 @@ describe.skipIf(helmSkip !== undefined)(`helm chart: lint, template, schema, pro
     expect((ha.find((o) => o.kind === 'Deployment' && o.metadata.name === 'vhba-controller')!.spec as { template: { spec: { nodeSelector: unknown } } }).template.spec.nodeSelector)
       .toEqual({ 'vhba.io/data': 'true', 'kubernetes.io/hostname': 'node-a' });
     expect(container(ha, 'Deployment', 'vhba-operator', 'operator')).toMatchObject({ image: 'registry.example.com/vhba/vhba:0.1.0-rc1' });
+    // engine.hostDevicePassthrough: privileged with the node's /dev; off by default.
+    const engineOf = (name: string) => container(objects(rendered[name]!), 'DaemonSet', 'vhba-node', 'engine') as Container & { securityContext?: Record<string, unknown> };
+    expect(engineOf('default').securityContext).toMatchObject({ capabilities: { drop: ['ALL'] }, allowPrivilegeEscalation: false });
+    expect(engineOf('default').volumeMounts?.map((m) => m.mountPath)).not.toContain('/dev');
+    expect(engineOf('ha').securityContext).toMatchObject({ privileged: true });
+    expect(engineOf('ha').volumeMounts).toContainEqual(expect.objectContaining({ mountPath: '/dev', mountPropagation: 'HostToContainer' }));
     const csiDriver = objects(rendered['default']!).find((o) => o.kind === 'CSIDriver')!;
     expect(csiDriver.spec).toMatchObject({ attachRequired: true, podInfoOnMount: true, volumeLifecycleModes: ['Persistent'] });
   });

@@ -111,6 +111,9 @@ function apiServerArgs(dir: string, pki: TestPki, etcdUrl: string, port: number)
     '--endpoint-reconciler-type=none',
     '--enable-priority-and-fairness=false',
     '--profiling=false',
+    // As kubeadm and kind run it: privileged pods are admitted (the chart's
+    // engine.hostDevicePassthrough needs them; Pod Security still applies).
+    '--allow-privileged=true',
   ];
 }
 
