@@ -66,7 +66,7 @@ flags=(-std=c++17 -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undef
 
 # Builds target $1 unless its binary is newer than every input file.
 build() {
-  local name=$1 out=$cache/bin/$1 files=("$fuzzdir/$1_fuzz.cc" "$fuzzdir/fuzz_input.h")
+  local name=$1 out=$cache/bin/$1 files=("$fuzzdir/$1_fuzz.cc" "$fuzzdir"/fuzz_*.h)
   local f
   for f in ${sources[$1]}; do files+=("$src/$f"); done
   files+=("$src"/*.h)

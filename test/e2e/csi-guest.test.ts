@@ -99,11 +99,6 @@ describe('CSI plugin with a real guest (vhba engine + vhba csi --mode all)', () 
     return { id, context, staging, target, wwn: lun.parameters!.wwn, lunTarget: lun.address!.target, lun: lun.address!.lun };
   }
 
-  /** Polls in the guest (10 Hz) until `test` (a sh condition) holds; false on timeout. */
-  async function waitGuest(test: string, seconds: number): Promise<boolean> {
-    const out = await guest!.run(`n=0; until ${test}; do n=$((n+1)); [ $n -ge ${seconds * 10} ] && { echo TIMEOUT; exit 1; }; sleep 0.1; done; echo READY`, { timeoutMs: (seconds + 60) * 1000 });
-    return out.output.includes('READY');
-  }
 
   const byId = (p: Published) => `/dev/disk/by-id/wwn-0x${p.wwn}`;
 
@@ -146,7 +141,7 @@ describe('CSI plugin with a real guest (vhba engine + vhba csi --mode all)', () 
 
   it('the volume published before boot is in the guest under its by-id name', async () => {
     expect(first.wwn).toBe(deriveWwn(first.id));
-    const ok = await waitGuest(`[ -e ${byId(first)} ]`, 60);
+    const ok = await guest!.pollUntil(`[ -e ${byId(first)} ]`, 60);
     expect(ok, await guest!.check('ls -l /dev/disk/by-id/')).toBe(true);
   });
 
@@ -155,7 +150,7 @@ describe('CSI plugin with a real guest (vhba engine + vhba csi --mode all)', () 
     second = await provision('second', 64 * MiB);
     const tPlugin = Date.now() - t0;
     expect(second.wwn).toBe(deriveWwn(second.id));
-    const ok = await waitGuest(`[ -e ${byId(second)} ]`, 120);
+    const ok = await guest!.pollUntil(`[ -e ${byId(second)} ]`, 120);
     const tGuest = Date.now() - t0;
     const listing = await guest!.check('ls -l /dev/disk/by-id/; lsblk -b -d -o NAME,HCTL,SIZE,WWN');
     timings.push(`publish RPCs ${tPlugin} ms, by-id in guest ${tGuest} ms`);
@@ -174,7 +169,7 @@ describe('CSI plugin with a real guest (vhba engine + vhba csi --mode all)', () 
     expect(expanded.nodeExpansionRequired).toBe(true);
     const nodeExp = await node.nodeExpandVolume({ volumeId: second.id, volumePath: second.target, capacityRange: { requiredBytes: BigInt(96 * MiB) }, volumeCapability: BLOCK_CAP });
     expect(nodeExp.capacityBytes).toBe(BigInt(96 * MiB));
-    const grown = await waitGuest(`[ "$(blockdev --getsize64 ${byId(second)})" = "${96 * MiB}" ]`, 120);
+    const grown = await guest!.pollUntil(`[ "$(blockdev --getsize64 ${byId(second)})" = "${96 * MiB}" ]`, 120);
     const tGuest = Date.now() - t0;
     timings.push(`expand → guest size ${tGuest} ms`);
     console.log(`csi-guest: expand RPCs → 96 MiB in the guest after ${tGuest} ms`);
@@ -184,7 +179,7 @@ describe('CSI plugin with a real guest (vhba engine + vhba csi --mode all)', () 
   it('a snapshot taken while the guest writes restores to a consistent file system holding every synced file', async () => {
     await guest!.check(`mkfs.ext4 -F -q ${byId(second)} && mkdir -p /mnt/w && mount -t ext4 ${byId(second)} /mnt/w && echo mounted`, { timeoutMs: 180_000 });
     await guest!.check(`cat > /tmp/writer.sh <<'EOF'\n${WRITER}EOF\nsetsid sh /tmp/writer.sh > /tmp/writer.log 2>&1 < /dev/null &\necho started`);
-    expect(await waitGuest(`grep -q '^synced 3 ' /tmp/writer.log`, 180)).toBe(true);
+    expect(await guest!.pollUntil(`grep -q '^synced 3 ' /tmp/writer.log`, 180)).toBe(true);
     // Files whose sync returned before the snapshot is requested must be in it.
     const before = (await guest!.check('cat /tmp/writer.log')).trim();
     const engineWritesBefore = (await lunOf(second.id, second.context[ContextKey.backingFile]!)).lun.writes;
@@ -194,11 +189,11 @@ describe('CSI plugin with a real guest (vhba engine + vhba csi --mode all)', () 
     expect(snap.snapshot!.readyToUse).toBe(true);
     // The guest kept writing across the snapshot.
     const lastBefore = Math.max(...[...before.matchAll(/^synced (\d+) /gm)].map((m) => Number(m[1])));
-    expect(await waitGuest(`grep -q '^synced ${lastBefore + 2} ' /tmp/writer.log`, 180)).toBe(true);
+    expect(await guest!.pollUntil(`grep -q '^synced ${lastBefore + 2} ' /tmp/writer.log`, 180)).toBe(true);
     const engineWritesAfter = (await lunOf(second.id, second.context[ContextKey.backingFile]!)).lun.writes;
     expect(engineWritesAfter).toBeGreaterThan(engineWritesBefore);
     await guest!.check('touch /tmp/stop-writer');
-    expect(await waitGuest(`grep -q '^done' /tmp/writer.log`, 120)).toBe(true);
+    expect(await guest!.pollUntil(`grep -q '^done' /tmp/writer.log`, 120)).toBe(true);
     const log = await guest!.check('cat /tmp/writer.log');
     expect(log).not.toMatch(/WRITE-FAIL|SYNC-FAIL/);
 
@@ -244,7 +239,7 @@ done
 echo "done $i"
 `;
     await guest!.check(`cat > /tmp/pit.sh <<'EOF'\n${probe}EOF\nsetsid sh /tmp/pit.sh > /tmp/pit.log 2>&1 < /dev/null &\necho started`);
-    expect(await waitGuest(`grep -q '^round 5$' /tmp/pit.log`, 120)).toBe(true);
+    expect(await guest!.pollUntil(`grep -q '^round 5$' /tmp/pit.log`, 120)).toBe(true);
     const seen: string[] = [];
     try {
       for (let attempt = 0; attempt < 3; attempt++) {
@@ -273,7 +268,7 @@ echo "done $i"
       await guest!.check('touch /tmp/stop-pit');
       console.log(`csi-guest: point-in-time probe: ${seen.join('; ')}`);
     }
-    expect(await waitGuest(`grep -q '^done' /tmp/pit.log`, 60)).toBe(true);
+    expect(await guest!.pollUntil(`grep -q '^done' /tmp/pit.log`, 60)).toBe(true);
     const log = await guest!.check('tail -1 /tmp/pit.log; grep -c WRITE-FAIL /tmp/pit.log || true');
     console.log(`csi-guest: point-in-time probe guest log: ${log.trim().replace(/\n/g, ', ')}`);
     expect(log).toMatch(/\n0\s*$/);
@@ -284,7 +279,7 @@ echo "done $i"
     await guest!.run('touch /tmp/stop-writer /tmp/stop-pit; sleep 1; umount /mnt/w 2>/dev/null; true', { timeoutMs: 120_000 });
     const t0 = Date.now();
     await node.nodeUnpublishVolume({ volumeId: second.id, targetPath: second.target });
-    const gone = await waitGuest(`[ ! -e ${byId(second)} ]`, 120);
+    const gone = await guest!.pollUntil(`[ ! -e ${byId(second)} ]`, 120);
     const tGuest = Date.now() - t0;
     timings.push(`unpublish → gone from guest ${tGuest} ms`);
     const listing = await guest!.check('ls -l /dev/disk/by-id/');

@@ -6,11 +6,12 @@
 // RESCAN); deleting one while I/O to it is in flight removes it from the guest
 // (TRANSPORT_RESET / REMOVED) with the other disks unharmed; raising one's
 // capacity changes the guest's size (PARAM_CHANGE 2Ah/09h).
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync, renameSync, unlinkSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { putManifest, waitUntil } from '../wait.ts';
 import { qemuArgsFor } from '../../cmd/qemu-args.ts';
 import { defaultEngineFactory, startServe, type ServeHandle } from '../../cmd/serve.ts';
 import { resolveDirs, type GuestDisk } from '../../cmd/topology.ts';
@@ -45,31 +46,15 @@ describe('hotplug through vhba serve with a real guest', () => {
   let guest: Guest | undefined;
   const log = pino({ level: process.env.VHBA_TEST_LOG ?? 'warn' });
 
-  function put(name: string, text: string): void {
-    writeFileSync(join(config, `.${name}.tmp`), text);
-    renameSync(join(config, `.${name}.tmp`), join(config, name));
-  }
   function disk(key: string): GuestDisk | undefined {
     return serve!.topology.vms.flatMap((v) => v.disks).find((d) => d.key === key);
-  }
-  async function waitHost(cond: () => boolean, what: string, ms = 30_000): Promise<void> {
-    const deadline = Date.now() + ms;
-    while (!cond()) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-  /** Polls in the guest (10 Hz) until `test` (a sh condition) holds; returns false on timeout. */
-  async function waitGuest(test: string, seconds: number): Promise<boolean> {
-    const out = await guest!.run(`n=0; until ${test}; do n=$((n+1)); [ $n -ge ${seconds * 10} ] && { echo TIMEOUT; exit 1; }; sleep 0.1; done; echo READY`, { timeoutMs: (seconds + 60) * 1000 });
-    return out.output.includes('READY');
   }
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'vhba-hotplug-'));
     config = join(dir, 'config');
     mkdirSync(config);
-    put('io.yaml', manifest('io', '64Mi'));
+    putManifest(config, 'io.yaml', manifest('io', '64Mi'));
     const started = await startServe({
       configPath: config, dirs: resolveDirs(join(dir, 's')), logger: log, engineFactory: defaultEngineFactory,
       out: (t) => process.stdout.write(t), err: (t) => process.stderr.write(t), debounceMs: 200, resyncMs: 10_000,
@@ -89,23 +74,23 @@ describe('hotplug through vhba serve with a real guest', () => {
 
   it('the running disk is there and a checksummed I/O loop runs on it', async () => {
     const io = disk('default/io')!;
-    expect(await waitGuest(`[ -e ${io.guestDevicePaths[1]} ]`, 60)).toBe(true);
+    expect(await guest!.pollUntil(`[ -e ${io.guestDevicePaths[1]} ]`, 60)).toBe(true);
     await guest!.check(`cat > /tmp/loop.sh <<'EOF'\n${IO_LOOP}EOF\nsetsid sh /tmp/loop.sh ${io.guestDevicePaths[1]} > /tmp/loop.log 2>&1 < /dev/null &\necho started`);
-    expect(await waitGuest(`grep -q '^ok 2$' /tmp/loop.log`, 120)).toBe(true);
+    expect(await guest!.pollUntil(`grep -q '^ok 2$' /tmp/loop.log`, 120)).toBe(true);
   });
 
   let added: GuestDisk[] = [];
 
   it('three manifests dropped into the directory appear in the guest with the predicted by-id names, no rescan', async () => {
     const t0 = Date.now();
-    put('b.yaml', manifest('b', '32Mi'));
-    put('c.yaml', manifest('c', '32Mi'));
-    put('d.yaml', manifest('d', '32Mi'));
-    await waitHost(() => ['default/b', 'default/c', 'default/d'].every((k) => disk(k) !== undefined && serve!.engine.list()[0]!.luns.length === 4), 'serve to attach b, c, d');
+    putManifest(config, 'b.yaml', manifest('b', '32Mi'));
+    putManifest(config, 'c.yaml', manifest('c', '32Mi'));
+    putManifest(config, 'd.yaml', manifest('d', '32Mi'));
+    await waitUntil(() => ['default/b', 'default/c', 'default/d'].every((k) => disk(k) !== undefined && serve!.engine.list()[0]!.luns.length === 4), 'serve to attach b, c, d');
     const tEngine = Date.now() - t0;
     added = ['default/b', 'default/c', 'default/d'].map((k) => disk(k)!);
     const paths = added.flatMap((d) => d.guestDevicePaths);
-    const ok = await waitGuest(paths.map((p) => `[ -e ${p} ]`).join(' && '), 180);
+    const ok = await guest!.pollUntil(paths.map((p) => `[ -e ${p} ]`).join(' && '), 180);
     const tGuest = Date.now() - t0;
     const byId = await guest!.check('ls -l /dev/disk/by-id/');
     console.log(`hotplug: manifest write → engine attached all 3: ${tEngine} ms; → all 3 by-id names in the guest: ${tGuest} ms (TCG)\n${byId}`);
@@ -126,11 +111,11 @@ describe('hotplug through vhba serve with a real guest', () => {
     const lunOf = () => serve!.engine.list()[0]!.luns.find((l) => l.target === c.target && l.lun === c.lun);
     const writesBefore = lunOf()!.writes;
     await guest!.check(`(dd if=/dev/zero of=${c.guestDevicePaths[1]} bs=65536 count=100000 oflag=direct 2>/tmp/c.err; echo $? > /tmp/c.rc) > /dev/null 2>&1 < /dev/null &\necho started`);
-    await waitHost(() => (lunOf()?.writes ?? 0) > writesBefore + 20, 'writes to reach disk c', 120_000);
+    await waitUntil(() => (lunOf()?.writes ?? 0) > writesBefore + 20, 'writes to reach disk c', 120_000);
     const t0 = Date.now();
     unlinkSync(join(config, 'c.yaml'));
-    await waitHost(() => lunOf() === undefined, 'serve to detach c');
-    const gone = await waitGuest(`[ ! -e ${c.guestDevicePaths[1]} ] && [ -e /tmp/c.rc ]`, 180);
+    await waitUntil(() => lunOf() === undefined, 'serve to detach c');
+    const gone = await guest!.pollUntil(`[ ! -e ${c.guestDevicePaths[1]} ] && [ -e /tmp/c.rc ]`, 180);
     console.log(`hotplug: manifest delete → disk and its by-id names gone from the guest, the writer failed out: ${Date.now() - t0} ms; dd: ${(await guest!.run('cat /tmp/c.rc /tmp/c.err')).output.trim()}`);
     expect(gone).toBe(true);
     expect((await guest!.check('cat /tmp/c.rc')).trim()).not.toBe('0');
@@ -139,14 +124,14 @@ describe('hotplug through vhba serve with a real guest', () => {
     const want = (await guest!.check('cat /tmp/pat.sum')).trim();
     expect(sums.trim().split('\n')).toEqual([want, want]);
     const okBefore = Number((await guest!.check(`grep -c '^ok ' /tmp/loop.log`)).trim());
-    expect(await waitGuest(`[ $(grep -c '^ok ' /tmp/loop.log) -ge ${okBefore + 2} ]`, 120)).toBe(true);
+    expect(await guest!.pollUntil(`[ $(grep -c '^ok ' /tmp/loop.log) -ge ${okBefore + 2} ]`, 120)).toBe(true);
   });
 
   it('raising a capacity grows the disk in the guest', async () => {
     const d = added[2]!;
     const t0 = Date.now();
-    put('d.yaml', manifest('d', '96Mi'));
-    const grown = await waitGuest(`[ "$(blockdev --getsize64 ${d.guestDevicePaths[1]})" = "${96 * MiB}" ]`, 180);
+    putManifest(config, 'd.yaml', manifest('d', '96Mi'));
+    const grown = await guest!.pollUntil(`[ "$(blockdev --getsize64 ${d.guestDevicePaths[1]})" = "${96 * MiB}" ]`, 180);
     console.log(`hotplug: capacity edit → new size in the guest: ${Date.now() - t0} ms`);
     expect(grown).toBe(true);
     expect(serve!.engine.list()[0]!.luns.find((l) => l.target === d.target)!.backing).toMatchObject({ sizeBytes: 96 * MiB });
@@ -154,7 +139,7 @@ describe('hotplug through vhba serve with a real guest', () => {
 
   it('the I/O loop never saw a mismatch or a failed write', async () => {
     await guest!.check('touch /tmp/stop-loop');
-    expect(await waitGuest(`grep -q '^done' /tmp/loop.log`, 120)).toBe(true);
+    expect(await guest!.pollUntil(`grep -q '^done' /tmp/loop.log`, 120)).toBe(true);
     const logText = await guest!.check('cat /tmp/loop.log');
     const done = /^done (\d+)$/m.exec(logText);
     console.log(`hotplug: I/O loop: ${done?.[1]} checksummed 256 KiB write/read rounds`);

@@ -14,11 +14,12 @@
 // never reaches the wire; deleting the lun manifest unplugs it from the guest
 // while the emulated disk stays.
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, openSync, readFileSync, readSync, closeSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, openSync, readFileSync, readSync, closeSync, rmSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { putManifest, waitUntil } from '../wait.ts';
 import { runLs, type LsController } from '../../cmd/ls.ts';
 import { qemuArgsFor } from '../../cmd/qemu-args.ts';
 import { defaultEngineFactory, startServe, type ServeHandle } from '../../cmd/serve.ts';
@@ -97,29 +98,13 @@ describe.skipIf(!tgtdAvailable())('a passthrough iSCSI LUN in a real Linux guest
   let emuDev = '';
   const log = pino({ level: process.env.VHBA_TEST_LOG ?? 'warn' });
 
-  function put(name: string, text: string): void {
-    writeFileSync(join(config, `.${name}.tmp`), text);
-    renameSync(join(config, `.${name}.tmp`), join(config, name));
-  }
   function vm(): GuestVm {
     return serve!.topology.vms.find((v) => v.vmName === VM)!;
-  }
-  async function waitHost(cond: () => boolean, what: string, ms = 30_000): Promise<void> {
-    const deadline = Date.now() + ms;
-    while (!cond()) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-  /** Polls in the guest (10 Hz) until `test` (a sh condition) holds. */
-  async function waitGuest(test: string, seconds: number): Promise<boolean> {
-    const out = await guest!.run(`n=0; until ${test}; do n=$((n+1)); [ $n -ge ${seconds * 10} ] && { echo TIMEOUT; exit 1; }; sleep 0.1; done; echo READY`, { timeoutMs: (seconds + 30) * 1000 });
-    return out.output.includes('READY');
   }
   /** The sd name of the disk at target:lun of the vhba HBA (from sysfs). */
   async function sdAt(d: GuestDisk): Promise<string> {
     const hctl = `[0-9]*:0:${d.target}:${d.lun}`;
-    expect(await waitGuest(`ls /sys/bus/scsi/devices/${hctl}/block/ >/dev/null 2>&1`, 60)).toBe(true);
+    expect(await guest!.pollUntil(`ls /sys/bus/scsi/devices/${hctl}/block/ >/dev/null 2>&1`, 60)).toBe(true);
     return (await guest!.check(`ls /sys/bus/scsi/devices/${hctl}/block/`)).trim();
   }
   /** Runs a command at tgtd from the second initiator. */
@@ -138,8 +123,8 @@ describe.skipIf(!tgtdAvailable())('a passthrough iSCSI LUN in a real Linux guest
     relay = await startIscsiRelay(tgt.portal);
     direct = await native.openPassthrough({ kind: 'iscsi', portal: tgt.portal, iqn: tgt.iqn, lun: tgt.luns[0]!, initiatorName: DIRECT_INITIATOR }, { timeoutMs: 5000 });
     tgtIdentity = await probeIdentity(new PassthroughPort(direct, { timeoutMs: 5000 }));
-    put('emu.yaml', EMULATED);
-    put('san.yaml', lunManifest(relay.portal, tgt.iqn, tgt.luns[0]!));
+    putManifest(config, 'emu.yaml', EMULATED);
+    putManifest(config, 'san.yaml', lunManifest(relay.portal, tgt.iqn, tgt.luns[0]!));
     const started = await startServe({
       configPath: config, dirs: resolveDirs(join(dir, 's')), logger: log, engineFactory: defaultEngineFactory,
       out: (t) => process.stdout.write(t), err: (t) => process.stderr.write(t), debounceMs: 200, resyncMs: 10_000,
@@ -227,7 +212,7 @@ describe.skipIf(!tgtdAvailable())('a passthrough iSCSI LUN in a real Linux guest
 
   it('udev in the guest made exactly the by-id names serve predicted, pointing at the LUN\'s disk', async () => {
     for (const path of lun.guestDevicePaths) {
-      expect(await waitGuest(`[ -e ${path} ]`, 30), path).toBe(true);
+      expect(await guest!.pollUntil(`[ -e ${path} ]`, 30), path).toBe(true);
       expect((await guest!.check(`readlink -f ${path}`)).trim(), path).toBe(`/dev/${lunDev}`);
     }
     // The by-id names of the LUN's disk are exactly the predicted ones.
@@ -281,7 +266,7 @@ describe.skipIf(!tgtdAvailable())('a passthrough iSCSI LUN in a real Linux guest
     expect(out.output).toMatch(/Invalid command operation code/i);
     // A command after it does cross the relay; WRITE BUFFER never did.
     await guest!.check(`sg_turs /dev/${lunDev}`);
-    await waitHost(() => relay.opcodes.slice(before).includes(0x00), 'the TEST UNIT READY on the wire', 10_000);
+    await waitUntil(() => relay.opcodes.slice(before).includes(0x00), 'the TEST UNIT READY on the wire', 10_000);
     expect(relay.opcodes).not.toContain(0x3b);
   });
 
@@ -290,8 +275,8 @@ describe.skipIf(!tgtdAvailable())('a passthrough iSCSI LUN in a real Linux guest
     const t0 = Date.now();
     unlinkSync(join(config, 'san.yaml'));
     const lunOf = () => serve!.engine.list().flatMap((c) => c.luns).find((l) => l.target === lun.target && l.lun === lun.lun);
-    await waitHost(() => lunOf() === undefined, 'serve to detach the LUN');
-    const gone = await waitGuest(`[ ! -e /sys/block/${lunDev} ] && ${lun.guestDevicePaths.map((p) => `[ ! -e ${p} ]`).join(' && ')}`, 60);
+    await waitUntil(() => lunOf() === undefined, 'serve to detach the LUN');
+    const gone = await guest!.pollUntil(`[ ! -e /sys/block/${lunDev} ] && ${lun.guestDevicePaths.map((p) => `[ ! -e ${p} ]`).join(' && ')}`, 60);
     console.log(`passthrough-guest: lun manifest delete → disk and its by-id names gone from the guest: ${Date.now() - t0} ms`);
     expect(gone).toBe(true);
     expect(vm().disks.map((d) => d.key)).toEqual(['default/emu']);

@@ -228,6 +228,13 @@ export class Guest {
     return result.output;
   }
 
+  /** Polls in the guest (10 Hz) until `condition` (a sh condition) holds;
+   * resolves false if `seconds` pass first. */
+  async pollUntil(condition: string, seconds: number): Promise<boolean> {
+    const out = await this.run(`n=0; until ${condition}; do n=$((n+1)); [ $n -ge ${seconds * 10} ] && { echo TIMEOUT; exit 1; }; sleep 0.1; done; echo READY`, { timeoutMs: (seconds + 60) * 1000 });
+    return out.output.includes('READY');
+  }
+
   /** In script mode (a `/test.sh`), waits for it to finish; returns its exit code and output. */
   async waitForExit(options: { timeoutMs?: number } = {}): Promise<RunResult> {
     const booted = BOOTED.exec(this.console);

@@ -15,7 +15,7 @@
 #include <memory>
 #include <stdexcept>
 
-#include "fuzz_input.h"
+#include "fuzz_chain.h"
 #include "scsi_fastpath.h"
 
 namespace {
@@ -56,20 +56,6 @@ class FakeTransport : public vhba::PassthroughTransport {
   ByteReader& in_;
 };
 
-std::vector<vhba::GuestSegment> split(ByteReader& in, uint64_t total, std::vector<std::unique_ptr<uint8_t[]>>& owner) {
-  std::vector<vhba::GuestSegment> segments;
-  const int pieces = 1 + in.u8() % 6;
-  uint64_t left = total;
-  for (int i = 0; i < pieces && (left > 0 || segments.empty()); i++) {
-    const uint32_t len = i == pieces - 1 ? static_cast<uint32_t>(left)
-                                         : static_cast<uint32_t>(std::min<uint64_t>(left, in.u16() % 1200));
-    owner.emplace_back(new uint8_t[len ? len : 1]);
-    segments.push_back({owner.back().get(), len});
-    left -= len;
-  }
-  return segments;
-}
-
 void runOne(const uint8_t* data, size_t size) {
   ByteReader in(data, size);
   const uint8_t flags = in.u8();
@@ -98,24 +84,12 @@ void runOne(const uint8_t* data, size_t size) {
 
   const uint64_t readableLength = in.u8() % 8 == 0 ? in.u8() % kReqHeader : kReqHeader + (in.u8() % 2 ? 0 : in.u16() % 9000);
   const uint64_t writableLength = in.u8() % 8 == 0 ? in.u8() % kRespHeader : kRespHeader + (in.u8() % 2 ? 0 : in.u16() % 9000);
-  std::vector<std::unique_ptr<uint8_t[]>> owner;
-  std::vector<vhba::GuestSegment> readable = split(in, readableLength, owner);
-  std::vector<vhba::GuestSegment> writable = split(in, writableLength, owner);
-  std::vector<uint8_t> request(readableLength + 1);
-  std::memcpy(request.data(), header, std::min<uint64_t>(kReqHeader, readableLength));
-  vhba::copyToSegments(readable, 0, request.data(), readableLength);
-  for (auto& s : writable) std::memset(s.host, kFill, s.length);
-  vhba::ChainSegments chain;
-  chain.readable = &readable;
-  chain.readableLength = readableLength;
-  chain.writable = &writable;
-  chain.writableLength = writableLength;
+  const auto built = buildChain(in, header, kReqHeader, readableLength, writableLength, 6, kFill);
+  const vhba::ChainSegments& chain = built->chain;
 
   uint32_t usedLength = 0;
   const auto result = vhba::tryExecuteScsiRequest(chain, table, usedLength);
-  std::vector<uint8_t> out(writableLength + 1);
-  vhba::copyFromSegments(writable, 0, out.data(), writableLength);
-  out.resize(writableLength);
+  const std::vector<uint8_t> out = built->written();
   const uint8_t opcode = header[kCdbOffset];
   const bool refused = (config.refusedOpcodes[opcode >> 3] >> (opcode & 7)) & 1;
   if (result == vhba::FastPathResult::kDeferred) {

@@ -15,7 +15,7 @@
 
 #include <stdexcept>
 
-#include "fuzz_input.h"
+#include "fuzz_chain.h"
 #include "scsi_fastpath.h"
 
 namespace {
@@ -48,21 +48,6 @@ uint64_t edgy(ByteReader& in, uint64_t capacity) {
     case 4: return capacity + in.u8() % 4;
     default: return in.u64();
   }
-}
-
-/** Splits `total` bytes into 1..4 heap buffers; returns the segments. */
-std::vector<vhba::GuestSegment> split(ByteReader& in, uint64_t total, std::vector<std::unique_ptr<uint8_t[]>>& owner) {
-  std::vector<vhba::GuestSegment> segments;
-  const int pieces = 1 + in.u8() % 4;
-  uint64_t left = total;
-  for (int i = 0; i < pieces && (left > 0 || segments.empty()); i++) {
-    uint32_t len = i == pieces - 1 ? static_cast<uint32_t>(left) : static_cast<uint32_t>(std::min<uint64_t>(left, in.u16() % 1200));
-    owner.emplace_back(new uint8_t[len ? len : 1]);
-    segments.push_back({owner.back().get(), len});
-    left -= len;
-  }
-  if (left > 0) segments.back().length += 0;  // unreachable: last piece takes the rest
-  return segments;
 }
 
 void runOne(const uint8_t* data, size_t size) {
@@ -111,25 +96,12 @@ void runOne(const uint8_t* data, size_t size) {
   // The chain: readable = header + data-out, writable = response + data-in.
   const uint64_t readableLength = in.u8() % 8 == 0 ? in.u8() % kReqHeader : kReqHeader + in.u16() % 20000;
   const uint64_t writableLength = in.u8() % 8 == 0 ? in.u8() % kRespHeader : kRespHeader + in.u16() % 20000;
-  std::vector<std::unique_ptr<uint8_t[]>> owner;
-  std::vector<vhba::GuestSegment> readable = split(in, readableLength, owner);
-  std::vector<vhba::GuestSegment> writable = split(in, writableLength, owner);
-  std::vector<uint8_t> request(readableLength + 1);  // +1: never empty (memcpy from a null pointer is UB)
-  std::memcpy(request.data(), header, std::min<uint64_t>(kReqHeader, readableLength));
-  for (uint64_t i = kReqHeader; i < readableLength; i++) request[i] = static_cast<uint8_t>(i ^ 0x3c);
-  vhba::copyToSegments(readable, 0, request.data(), readableLength);
-  for (auto& s : writable) std::memset(s.host, kFill, s.length);
-  vhba::ChainSegments chain;
-  chain.readable = &readable;
-  chain.readableLength = readableLength;
-  chain.writable = &writable;
-  chain.writableLength = writableLength;
+  const auto built = buildChain(in, header, kReqHeader, readableLength, writableLength, 4, kFill);
+  const vhba::ChainSegments& chain = built->chain;
 
   uint32_t usedLength = 0;
   const auto result = vhba::tryExecuteScsiRequest(chain, table, usedLength);
-  std::vector<uint8_t> out(writableLength + 1);
-  vhba::copyFromSegments(writable, 0, out.data(), writableLength);
-  out.resize(writableLength);
+  const std::vector<uint8_t> out = built->written();
   if (result == vhba::FastPathResult::kDeferred) {
     for (uint8_t b : out) FUZZ_CHECK(b == kFill);  // nothing written for JS to redo
     return;
@@ -163,7 +135,7 @@ void runOne(const uint8_t* data, size_t size) {
   const ssize_t got = ::pread(backingFile(), file.data(), n, static_cast<off_t>(offset));
   FUZZ_CHECK(got >= 0);
   for (size_t i = static_cast<size_t>(got); i < n; i++) file[i] = 0;  // past EOF reads as zeros
-  const uint8_t* expect = isRead ? out.data() + kRespHeader : request.data() + kReqHeader;
+  const uint8_t* expect = isRead ? out.data() + kRespHeader : built->request.data() + kReqHeader;
   FUZZ_CHECK(std::memcmp(file.data(), expect, n) == 0);
 }
 

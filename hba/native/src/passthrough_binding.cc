@@ -27,6 +27,14 @@ uint32_t timeoutOption(Napi::Object options, uint32_t fallback) {
   return static_cast<uint32_t>(ms);
 }
 
+/** A promise already rejected with `error`: argument errors of the
+ * promise-returning calls surface as rejections, as the contract says. */
+Napi::Promise rejected(Napi::Env env, const Napi::Error& error) {
+  auto deferred = Napi::Promise::Deferred::New(env);
+  deferred.Reject(error.Value());
+  return deferred.Promise();
+}
+
 Napi::Object countersObject(Napi::Env env, const PassthroughCounters& c) {
   Napi::Object obj = Napi::Object::New(env);
   obj.Set("reads", Napi::Number::New(env, static_cast<double>(c.reads.load())));
@@ -161,9 +169,7 @@ class PassthroughDeviceWrap : public Napi::ObjectWrap<PassthroughDeviceWrap> {
       worker->Queue();
       return promise;
     } catch (const Napi::Error& e) {
-      auto deferred = Napi::Promise::Deferred::New(env);
-      deferred.Reject(e.Value());
-      return deferred.Promise();
+      return rejected(env, e);
     }
   }
 
@@ -261,9 +267,7 @@ Napi::Value openPassthrough(const Napi::CallbackInfo& info) {
     worker->Queue();
     return promise;
   } catch (const Napi::Error& e) {
-    auto deferred = Napi::Promise::Deferred::New(env);
-    deferred.Reject(e.Value());
-    return deferred.Promise();
+    return rejected(env, e);
   }
 }
 
